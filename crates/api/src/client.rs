@@ -1,0 +1,587 @@
+//! Typed HTTP clients for each service, over one pooled keep-alive `reqwest::Client`.
+//!
+//! Every call has a timeout, and every failure is one of the [`ClientError`] kinds, which tell
+//! the caller what to do next: failover retries only on [`ClientError::Unreachable`],
+//! [`ClientError::Timeout`] and a "not leader" rejection; 404 and 409 pass straight through.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::catalog::{TradeRecord, TradeSettle, TradeTry, TradesQuery};
+use crate::envelope::{Data, ErrorBody, LeaderHint};
+use crate::ids::{Epoch, ReplicaId, RequestId, TxnNumber, Version};
+use crate::order::Order;
+use crate::replica::{
+    AppendReply, AppendRequest, LeaderNotice, OrderEntry, OrderTrade, ReplicaStatus, TradeAck,
+};
+use crate::stock::{Stock, StockState};
+
+/// HTTP status an order replica answers with when it is not the leader.
+pub const STATUS_NOT_LEADER: u16 = 421;
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// No connection, or it broke before a full reply arrived. The request may or may not have
+    /// been applied: retry with the same request id.
+    #[error("{url} is unreachable: {detail}")]
+    Unreachable {
+        /// What was called.
+        url: String,
+        /// The transport's words.
+        detail: String,
+    },
+    /// No reply within the timeout. As with `Unreachable`, the request may have been applied.
+    #[error("{url} did not answer in time")]
+    Timeout {
+        /// What was called.
+        url: String,
+    },
+    /// The service answered with an error status.
+    #[error("{message} (HTTP {status})")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+        /// On 421 from an order replica: the leader it believes in.
+        leader: Option<LeaderHint>,
+    },
+    /// A success status with a body that is not what the API promises.
+    #[error("{url} sent a reply that could not be read: {detail}")]
+    Decode {
+        /// What was called.
+        url: String,
+        /// The parser's words.
+        detail: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of a rejection.
+    #[must_use]
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when the peer could not be reached or did not answer in time.
+    #[must_use]
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
+}
+
+/// Shorthand for client results.
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// A pooled HTTP/1.1 client with keep-alive connections and a default per-request timeout.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Http {
+    /// A client whose requests time out after `timeout`.
+    ///
+    /// # Panics
+    /// Only if the TLS-free reqwest builder fails, which needs no system resources.
+    #[must_use]
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            // Services talk over loopback or a private network; a proxy from the environment
+            // would only add a hop and surprise.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .build()
+            .expect("building an HTTP client without TLS cannot fail");
+        Self { client, timeout }
+    }
+
+    /// The same pool with another default timeout.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            client: self.client.clone(),
+            timeout,
+        }
+    }
+
+    /// The default timeout.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `GET url`, decoding `{"data": T}`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn get<T: DeserializeOwned>(&self, url: &str) -> ClientResult<T> {
+        let request = self.client.get(url).timeout(self.timeout);
+        decode(url, request.send().await).await
+    }
+
+    /// `POST url` with a JSON body, decoding `{"data": T}`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> ClientResult<T> {
+        let request = self.client.post(url).timeout(self.timeout).json(body);
+        decode(url, request.send().await).await
+    }
+
+    /// `POST url` with a raw body and content type, returning the status and body bytes as
+    /// they came (for tests and tools that want to see exactly what the server sent).
+    ///
+    /// # Errors
+    /// Transport failures only; any HTTP status is returned.
+    pub async fn post_raw(
+        &self,
+        url: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> ClientResult<(u16, String)> {
+        let mut request = self.client.post(url).timeout(self.timeout).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.map_err(|e| transport_error(url, &e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(url, &e))?;
+        Ok((status, text))
+    }
+
+    /// `GET url`, returning the status and body text as they came.
+    ///
+    /// # Errors
+    /// Transport failures only; any HTTP status is returned.
+    pub async fn get_raw(&self, url: &str) -> ClientResult<(u16, String)> {
+        let response = self
+            .client
+            .get(url)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(url, &e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(url, &e))?;
+        Ok((status, text))
+    }
+}
+
+fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
+    if e.is_timeout() {
+        ClientError::Timeout { url: url.into() }
+    } else {
+        // Connection refused, reset, or closed before the reply was complete: from the
+        // caller's point of view the peer is gone.
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            detail = format!("{detail}: {s}");
+            source = s.source();
+        }
+        ClientError::Unreachable {
+            url: url.into(),
+            detail,
+        }
+    }
+}
+
+async fn decode<T: DeserializeOwned>(
+    url: &str,
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> ClientResult<T> {
+    let response = sent.map_err(|e| transport_error(url, &e))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(url, &e))?;
+    if status.is_success() {
+        return serde_json::from_slice::<Data<T>>(&bytes)
+            .map(|d| d.data)
+            .map_err(|e| ClientError::Decode {
+                url: url.into(),
+                detail: e.to_string(),
+            });
+    }
+    Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => ClientError::Rejected {
+            status: status.as_u16(),
+            message: body.error.message,
+            leader: body.error.leader,
+        },
+        Err(_) => ClientError::Rejected {
+            status: status.as_u16(),
+            message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            leader: None,
+        },
+    })
+}
+
+/// Joins a base URL and path segments, percent-encoding each segment (stock names may hold
+/// spaces or slashes).
+#[must_use]
+pub fn url_with_segments(base: &str, segments: &[&str]) -> String {
+    let mut url = base.trim_end_matches('/').to_owned();
+    for segment in segments {
+        url.push('/');
+        for b in segment.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                url.push(char::from(b));
+            } else {
+                url.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    url
+}
+
+/// Client of the catalog service.
+#[derive(Debug, Clone)]
+pub struct CatalogClient {
+    http: Http,
+    base: String,
+}
+
+impl CatalogClient {
+    /// A client of the catalog at `base` (`http://host:port`).
+    #[must_use]
+    pub fn new(http: Http, base: impl Into<String>) -> Self {
+        Self {
+            http,
+            base: base.into().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The catalog's base URL.
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /stocks/{name}`.
+    ///
+    /// # Errors
+    /// 404 for an unknown stock; transport errors.
+    pub async fn stock_get(&self, name: &str) -> ClientResult<StockState> {
+        self.http
+            .get(&url_with_segments(&self.base, &["stocks", name]))
+            .await
+    }
+
+    /// `GET /stocks`: every stock.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn stocks(&self) -> ClientResult<Vec<StockState>> {
+        self.http.get(&format!("{}/stocks", self.base)).await
+    }
+
+    /// Try: reserve a trade.
+    ///
+    /// # Errors
+    /// 404 unknown stock, 409 not enough stock, 412 stale epoch; transport errors.
+    pub async fn trade_try(&self, trade: &TradeTry) -> ClientResult<TradeRecord> {
+        self.http
+            .post(&format!("{}/internal/trades", self.base), trade)
+            .await
+    }
+
+    /// Confirm a reservation: the trade becomes visible and caches are invalidated before
+    /// this returns.
+    ///
+    /// # Errors
+    /// 404 unknown request id, 409 already cancelled, 412 stale epoch; transport errors.
+    pub async fn trade_confirm(&self, id: RequestId, epoch: Epoch) -> ClientResult<TradeRecord> {
+        self.http
+            .post(
+                &format!("{}/internal/trades/{id}/confirm", self.base),
+                &TradeSettle { epoch },
+            )
+            .await
+    }
+
+    /// Cancel a reservation.
+    ///
+    /// # Errors
+    /// 404 unknown request id, 409 already confirmed, 412 stale epoch; transport errors.
+    pub async fn trade_cancel(&self, id: RequestId, epoch: Epoch) -> ClientResult<TradeRecord> {
+        self.http
+            .post(
+                &format!("{}/internal/trades/{id}/cancel", self.base),
+                &TradeSettle { epoch },
+            )
+            .await
+    }
+
+    /// `GET /internal/trades`, filtered.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn trades(&self, query: &TradesQuery) -> ClientResult<Vec<TradeRecord>> {
+        let mut url = format!("{}/internal/trades?", self.base);
+        if let Some(state) = query.state {
+            url.push_str(&format!("state={}&", state.as_str()));
+        }
+        if let Some(ms) = query.older_than_ms {
+            url.push_str(&format!("older_than_ms={ms}"));
+        }
+        self.http.get(&url).await
+    }
+
+    /// The base URL of the invalidation feed, as a `ws://` URL.
+    #[must_use]
+    pub fn feed_url(&self) -> String {
+        let rest = self
+            .base
+            .strip_prefix("http://")
+            .unwrap_or(self.base.as_str());
+        format!("ws://{rest}/internal/feed")
+    }
+}
+
+/// Client of one order replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaClient {
+    http: Http,
+    id: ReplicaId,
+    base: String,
+}
+
+impl ReplicaClient {
+    /// A client of replica `id` at `base`.
+    #[must_use]
+    pub fn new(http: Http, id: ReplicaId, base: impl Into<String>) -> Self {
+        Self {
+            http,
+            id,
+            base: base.into().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The same replica with another default timeout.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            http: self.http.with_timeout(timeout),
+            id: self.id,
+            base: self.base.clone(),
+        }
+    }
+
+    /// The replica's id.
+    #[must_use]
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// The replica's base URL.
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /health`.
+    ///
+    /// # Errors
+    /// Transport errors; 503 while the replica is shutting down.
+    pub async fn status(&self) -> ClientResult<ReplicaStatus> {
+        self.http.get(&format!("{}/health", self.base)).await
+    }
+
+    /// `POST /trades`: execute a trade on the leader.
+    ///
+    /// # Errors
+    /// 404, 409 pass through from the catalog; 421 when not the leader; 503 when the leader
+    /// is not ready or the catalog is unreachable; transport errors.
+    pub async fn trade(&self, trade: &OrderTrade) -> ClientResult<TradeAck> {
+        self.http
+            .post(&format!("{}/trades", self.base), trade)
+            .await
+    }
+
+    /// `GET /orders/{number}` on the leader.
+    ///
+    /// # Errors
+    /// 404 unknown order; 421 when not the leader; transport errors.
+    pub async fn order_get(&self, number: TxnNumber) -> ClientResult<Order> {
+        self.http
+            .get(&format!("{}/orders/{number}", self.base))
+            .await
+    }
+
+    /// `POST /internal/leader`.
+    ///
+    /// # Errors
+    /// 412 when the notice's epoch is older than the replica's; transport errors.
+    pub async fn leader_notice(&self, notice: &LeaderNotice) -> ClientResult<ReplicaStatus> {
+        self.http
+            .post(&format!("{}/internal/leader", self.base), notice)
+            .await
+    }
+
+    /// `POST /internal/append`.
+    ///
+    /// # Errors
+    /// 412 when the sender's epoch is stale; 503 while recovering; transport errors.
+    pub async fn append(&self, request: &AppendRequest) -> ClientResult<AppendReply> {
+        self.http
+            .post(&format!("{}/internal/append", self.base), request)
+            .await
+    }
+
+    /// `GET /internal/orders?from=..&limit=..`: a page of the replica's log.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn orders_page(&self, from: TxnNumber, limit: u32) -> ClientResult<Vec<OrderEntry>> {
+        self.http
+            .get(&format!(
+                "{}/internal/orders?from={}&limit={limit}",
+                self.base, from.0
+            ))
+            .await
+    }
+}
+
+/// `GET /cache` of the front-end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct CacheView {
+    /// Most entries the cache holds.
+    pub capacity: usize,
+    /// Lookups answered from the cache since start.
+    pub hits: u64,
+    /// Lookups that went to the catalog since start.
+    pub misses: u64,
+    /// True while the invalidation feed is up and entries may be served.
+    pub enabled: bool,
+    /// Cached stocks, most recently used first.
+    pub entries: Vec<CacheEntryView>,
+}
+
+/// One cached stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct CacheEntryView {
+    /// Stock name.
+    pub name: String,
+    /// Catalog version of the cached value.
+    pub version: Version,
+}
+
+/// `GET /leader` of the front-end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LeaderView {
+    /// The leader's replica id.
+    pub id: ReplicaId,
+    /// Its base URL.
+    pub url: String,
+}
+
+/// Client of the public front-end API.
+#[derive(Debug, Clone)]
+pub struct FrontendClient {
+    http: Http,
+    base: String,
+}
+
+impl FrontendClient {
+    /// A client of the front-end at `base`.
+    #[must_use]
+    pub fn new(http: Http, base: impl Into<String>) -> Self {
+        Self {
+            http,
+            base: base.into().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The front-end's base URL.
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The underlying HTTP client.
+    #[must_use]
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    /// `GET /stocks/{name}`.
+    ///
+    /// # Errors
+    /// 404 unknown stock, 400 bad name; transport errors.
+    pub async fn stock_get(&self, name: &str) -> ClientResult<Stock> {
+        self.http
+            .get(&url_with_segments(&self.base, &["stocks", name]))
+            .await
+    }
+
+    /// `POST /orders`.
+    ///
+    /// # Errors
+    /// 400, 404, 409, 503 as in the spec; transport errors.
+    pub async fn order_create(&self, trade: &crate::order::TradeRequest) -> ClientResult<TradeAck> {
+        self.http
+            .post(&format!("{}/orders", self.base), trade)
+            .await
+    }
+
+    /// `GET /orders/{number}`.
+    ///
+    /// # Errors
+    /// 404 unknown order; 503 no replica; transport errors.
+    pub async fn order_get(&self, number: TxnNumber) -> ClientResult<Order> {
+        self.http
+            .get(&format!("{}/orders/{number}", self.base))
+            .await
+    }
+
+    /// `GET /cache`.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn cache(&self) -> ClientResult<CacheView> {
+        self.http.get(&format!("{}/cache", self.base)).await
+    }
+
+    /// `GET /leader`.
+    ///
+    /// # Errors
+    /// 503 when no leader is known; transport errors.
+    pub async fn leader(&self) -> ClientResult<LeaderView> {
+        self.http.get(&format!("{}/leader", self.base)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(
+            url_with_segments("http://h:1/", &["stocks", "Fish Co/x"]),
+            "http://h:1/stocks/Fish%20Co%2Fx"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! Wire types shared by every Stock Bazaar process, and small typed HTTP clients for each service.
+//!
+//! Services depend on this crate and never on each other, so the JSON shapes defined here are
+//! the only coupling between them (SPEC.md sections 2, 5 and 6).
+//!
+//! # Layout
+//! - [`ids`]: newtypes for transaction numbers, replica ids, request ids, versions and epochs.
+//! - [`price`]: exact prices in integer cents, written as JSON numbers with two decimals.
+//! - [`envelope`]: the `{"data": ..}` and `{"error": {"code", "message"}}` bodies.
+//! - [`stock`], [`order`]: the public resources and the trade request.
+//! - [`catalog`]: the catalog's internal trade saga messages and its invalidation feed.
+//! - [`replica`]: the order replicas' status, leader notices and replication messages.
+//! - [`client`]: typed clients over pooled keep-alive HTTP connections.
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod client;
+pub mod envelope;
+pub mod ids;
+pub mod order;
+pub mod price;
+pub mod replica;
+pub mod stock;
+
+pub use envelope::{Data, ErrorBody, ErrorDetail, LeaderHint};
+pub use ids::{Epoch, ReplicaId, RequestId, TxnNumber, Version};
+pub use order::{Order, TradeType};
+pub use price::Price;
+pub use stock::{Stock, StockState};
+
+/// Longest stock name accepted anywhere, in bytes. Longer names are rejected with 400 before
+/// they reach the catalog, so a name can never be a vector for oversized keys.
+pub const STOCK_NAME_LEN_MAX: usize = 64;
+
+/// Largest quantity a single trade may carry. The bound keeps every quantity representable as a
+/// signed 32-bit integer in clients written in other languages (the spec calls anything above
+/// 2^31 malformed).
+pub const TRADE_QUANTITY_MAX: u64 = i32::MAX as u64;
+
+/// Largest request body any service accepts, in bytes; larger bodies get 413.
+pub const BODY_LEN_MAX: usize = 64 * 1024;
+
+/// Checks a stock name's shape (not whether it exists).
+///
+/// # Errors
+/// A sentence saying what is wrong with the name, fit for a 400 reply.
+pub fn validate_stock_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("stock name must not be empty".into());
+    }
+    if name.len() > STOCK_NAME_LEN_MAX {
+        return Err(format!(
+            "stock name is {} bytes long; the limit is {STOCK_NAME_LEN_MAX}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("stock name must not contain control characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_names_are_bounded_and_printable() {
+        assert!(validate_stock_name("GameStart").is_ok());
+        assert!(validate_stock_name("").is_err());
+        assert!(validate_stock_name(&"x".repeat(STOCK_NAME_LEN_MAX)).is_ok());
+        assert!(validate_stock_name(&"x".repeat(STOCK_NAME_LEN_MAX + 1)).is_err());
+        assert!(validate_stock_name("a\nb").is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! What every Stock Bazaar service process has in common: the error envelope and the
+//! extractors that send every rejection through it, the JSON 404/405 fallbacks, the body limit,
+//! per-route request metrics and debug logs, the `/metrics` endpoint, and graceful serving.
+//!
+//! Each service maps its own `Error` to an [`ApiError`] in one place (its `error.rs`); nothing
+//! else in a service names an HTTP status.
+//!
+//! # Layout
+//! - [`error`]: [`ApiError`], the one type that becomes an error response.
+//! - [`extract`]: `Json`, `Path` and `Query` extractors whose rejections are [`ApiError`]s.
+//! - [`metrics`]: a per-service Prometheus registry and the request metrics middleware.
+//! - [`serve`]: routers with the shared layers, and serving with a shutdown deadline.
+#![warn(missing_docs)]
+
+pub mod db;
+pub mod duration;
+pub mod error;
+pub mod fatal;
+pub mod lockfile;
+pub mod extract;
+pub mod metrics;
+pub mod serve;
+
+pub use duration::parse_duration;
+pub use error::ApiError;
+pub use fatal::Fatal;
+pub use lockfile::DbLock;
+pub use extract::{Json, Path, Query};
+pub use metrics::Metrics;
+pub use serve::{finish_router, serve};
+
+/// Milliseconds since the Unix epoch, for timestamps stored in databases.
+#[must_use]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
