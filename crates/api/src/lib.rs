@@ -4,13 +4,13 @@
 //! the only coupling between them (SPEC.md sections 2, 5 and 6).
 //!
 //! # Layout
-//! - [`ids`]: newtypes for transaction numbers, replica ids, request ids, versions and epochs.
-//! - [`price`]: exact prices in integer cents, written as JSON numbers with two decimals.
-//! - [`envelope`]: the `{"data": ..}` and `{"error": {"code", "message"}}` bodies.
-//! - [`stock`], [`order`]: the public resources and the trade request.
-//! - [`catalog`]: the catalog's internal trade saga messages and its invalidation feed.
-//! - [`replica`]: the order replicas' status, leader notices and replication messages.
-//! - [`client`]: typed clients over pooled keep-alive HTTP connections.
+//! - [`ids`] — newtypes for transaction numbers, replica ids, request ids, versions and epochs.
+//! - [`price`] — exact prices in integer cents, written as JSON numbers with two decimals.
+//! - [`envelope`] — the `{"data": ..}` and `{"error": {"code", "message"}}` bodies.
+//! - [`stock`], [`order`] — the public resources and the trade request.
+//! - [`catalog`] — the catalog's internal trade saga messages and its invalidation feed.
+//! - [`replica`] — the order replicas' status, leader notices and replication messages.
+//! - [`client`] — typed clients over pooled keep-alive HTTP connections.
 #![warn(missing_docs)]
 
 pub mod catalog;

@@ -121,9 +121,8 @@ impl TradeRequest {
 }
 
 fn parse_quantity(n: &serde_json::Number) -> Result<u64, String> {
-    let wrong = || {
-        format!("field \"quantity\" must be an integer from 1 to {TRADE_QUANTITY_MAX}, not {n}")
-    };
+    let wrong =
+        || format!("field \"quantity\" must be an integer from 1 to {TRADE_QUANTITY_MAX}, not {n}");
     match n.as_u64() {
         Some(q) if (1..=TRADE_QUANTITY_MAX).contains(&q) => Ok(q),
         _ => Err(wrong()),
@@ -150,8 +149,9 @@ mod tests {
 
     #[test]
     fn valid_trade_request_parses() {
-        let req = TradeRequest::from_json(&json!({"name": "FishCo", "type": "SELL", "quantity": 3}))
-            .expect("valid");
+        let req =
+            TradeRequest::from_json(&json!({"name": "FishCo", "type": "SELL", "quantity": 3}))
+                .expect("valid");
         assert_eq!(req.kind, TradeType::Sell);
         assert_eq!(req.quantity, 3);
     }
@@ -166,20 +166,40 @@ mod tests {
             (json!({"name": "A", "type": "hold", "quantity": 1}), "buy"),
             (json!({"name": "A", "type": 1, "quantity": 1}), "\"type\""),
             (json!({"name": "A", "type": "buy"}), "\"quantity\""),
-            (json!({"name": "A", "type": "buy", "quantity": 0}), "quantity"),
-            (json!({"name": "A", "type": "buy", "quantity": -1}), "quantity"),
-            (json!({"name": "A", "type": "buy", "quantity": 1.5}), "quantity"),
-            (json!({"name": "A", "type": "buy", "quantity": "2"}), "quantity"),
-            (json!({"name": "A", "type": "buy", "quantity": 2_147_483_648_u64}), "quantity"),
-            (json!({"name": "x".repeat(65), "type": "buy", "quantity": 1}), "65 bytes"),
+            (
+                json!({"name": "A", "type": "buy", "quantity": 0}),
+                "quantity",
+            ),
+            (
+                json!({"name": "A", "type": "buy", "quantity": -1}),
+                "quantity",
+            ),
+            (
+                json!({"name": "A", "type": "buy", "quantity": 1.5}),
+                "quantity",
+            ),
+            (
+                json!({"name": "A", "type": "buy", "quantity": "2"}),
+                "quantity",
+            ),
+            (
+                json!({"name": "A", "type": "buy", "quantity": 2_147_483_648_u64}),
+                "quantity",
+            ),
+            (
+                json!({"name": "x".repeat(65), "type": "buy", "quantity": 1}),
+                "65 bytes",
+            ),
         ];
         for (body, needle) in cases {
             let err = TradeRequest::from_json(&body).expect_err("must be refused");
             assert!(err.contains(needle), "{body}: {err}");
         }
         assert!(
-            TradeRequest::from_json(&json!({"name": "A", "type": "buy", "quantity": 2_147_483_647}))
-                .is_ok()
+            TradeRequest::from_json(
+                &json!({"name": "A", "type": "buy", "quantity": 2_147_483_647})
+            )
+            .is_ok()
         );
     }
 }

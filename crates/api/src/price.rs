@@ -24,7 +24,10 @@ impl Price {
     /// If `cents` exceeds [`PRICE_CENTS_MAX`]; callers parsing input use [`Price::from_str`].
     #[must_use]
     pub fn from_cents(cents: u64) -> Self {
-        assert!(cents <= PRICE_CENTS_MAX, "price {cents} cents is out of range");
+        assert!(
+            cents <= PRICE_CENTS_MAX,
+            "price {cents} cents is out of range"
+        );
         Self { cents }
     }
 
@@ -121,7 +124,18 @@ mod tests {
 
     #[test]
     fn prices_round_trip_exactly() {
-        for cents in [0, 1, 7, 10, 99, 100, 1250, 6_086_674, 999_999_999_999, PRICE_CENTS_MAX] {
+        for cents in [
+            0,
+            1,
+            7,
+            10,
+            99,
+            100,
+            1250,
+            6_086_674,
+            999_999_999_999,
+            PRICE_CENTS_MAX,
+        ] {
             let price = Price::from_cents(cents);
             let json = serde_json::to_string(&price).expect("serialise");
             let back: Price = serde_json::from_str(&json).expect("deserialise");

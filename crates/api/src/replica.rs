@@ -179,3 +179,83 @@ pub struct OrdersPageQuery {
     /// Page length; the replica may return fewer.
     pub limit: Option<u32>,
 }
+
+/// Where each order replica listens: `id=url` pairs separated by commas, as given to
+/// `--peers` (order replicas) and `--replicas` (front-ends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaUrls(pub std::collections::BTreeMap<ReplicaId, String>);
+
+impl std::str::FromStr for ReplicaUrls {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut urls = std::collections::BTreeMap::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, url) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("replica {pair:?} is not of the form id=url"))?;
+            let id: ReplicaId = id.trim().parse()?;
+            let url = url.trim().trim_end_matches('/');
+            validate_base_url(url).map_err(|e| format!("replica {id}: {e}"))?;
+            if urls.insert(id, url.to_owned()).is_some() {
+                return Err(format!("replica {id} is listed twice"));
+            }
+        }
+        Ok(Self(urls))
+    }
+}
+
+impl std::fmt::Display for ReplicaUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs: Vec<String> = self
+            .0
+            .iter()
+            .map(|(id, url)| format!("{id}={url}"))
+            .collect();
+        f.write_str(&pairs.join(","))
+    }
+}
+
+/// Checks that `url` is an `http://host:port` base URL.
+///
+/// # Errors
+/// A sentence naming the URL.
+pub fn validate_base_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?} has no port"))?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{url:?} is not of the form http://host:port"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_urls_parse_print_and_refuse_nonsense() {
+        let urls: ReplicaUrls = "1=http://127.0.0.1:8091, 2=http://h:2/"
+            .parse()
+            .expect("valid");
+        assert_eq!(urls.0.len(), 2);
+        assert_eq!(urls.to_string(), "1=http://127.0.0.1:8091,2=http://h:2");
+        assert_eq!("".parse::<ReplicaUrls>(), Ok(ReplicaUrls::default()));
+        for bad in [
+            "1",
+            "x=http://h:1",
+            "0=http://h:1",
+            "1=h:1",
+            "1=http://h",
+            "1=http://h:0",
+            "1=http://h:1/x",
+            "1=http://h:1,1=http://h:2",
+        ] {
+            assert!(bad.parse::<ReplicaUrls>().is_err(), "{bad:?} was accepted");
+        }
+    }
+}

@@ -1,1 +1,97 @@
-fn main() {}
+//! `bazaar`: one binary, one subcommand per role (SPEC.md section 1). It parses flags, sets up
+//! logging and signals, binds listeners and calls into the service crates; nothing else.
+
+mod cmd;
+mod logging;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Stock Bazaar: a replicated stock-trading system.
+#[derive(Debug, Parser)]
+#[command(name = "bazaar", version, about, long_about = None)]
+struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: logging::Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a complete local system (catalog, order replicas, front-end) as child processes.
+    Up(cmd::up::Args),
+    /// Run the catalog service.
+    Catalog(bazaar_catalog::Config),
+    /// Run one order replica.
+    Order(bazaar_order::Config),
+    /// Run the front-end (the public REST API).
+    Frontend(bazaar_frontend::Config),
+    /// Check that replica logs are identical and gap-free and match the catalog's trades.
+    Verify(cmd::verify::Args),
+}
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad flags or configuration: exit 2.
+    Config(anyhow::Error),
+    /// A check found differences: exit 1.
+    Check,
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => cmd::up::run(args).await,
+            Command::Catalog(config) => cmd::serve::catalog(config).await,
+            Command::Order(config) => cmd::serve::order(config).await,
+            Command::Frontend(config) => cmd::serve::frontend(config).await,
+            Command::Verify(args) => cmd::verify::run(&args),
+        }
+    });
+    // Background tasks that ignore shutdown must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Check) => ExitCode::FAILURE,
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -25,7 +25,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// SQLite database file; created, and seeded from --stocks, on first start.
-    #[arg(long, env = "BAZAAR_CATALOG_DB", default_value = "bazaar-data/catalog.db")]
+    #[arg(
+        long,
+        env = "BAZAAR_CATALOG_DB",
+        default_value = "bazaar-data/catalog.db"
+    )]
     pub db: PathBuf,
 
     /// Catalog CSV (header `name,price,quantity`) that seeds a new database. Without it the

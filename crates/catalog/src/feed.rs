@@ -158,11 +158,8 @@ impl Feed {
     /// Tells every subscriber that `name` changed to `version`, and returns once each has
     /// acknowledged or has been dropped and its lease has run out.
     pub async fn invalidate(&self, name: &str, version: Version) {
-        let subscribers: Vec<(u64, Subscriber)> = self
-            .lock()
-            .iter()
-            .map(|(id, s)| (*id, s.clone()))
-            .collect();
+        let subscribers: Vec<(u64, Subscriber)> =
+            self.lock().iter().map(|(id, s)| (*id, s.clone())).collect();
         if subscribers.is_empty() {
             return;
         }

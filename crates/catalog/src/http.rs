@@ -17,6 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::feed::{Feed, LEASE_DEFAULT};
@@ -143,7 +144,9 @@ async fn trade_cancel(
     let id = parse_request_id(&request_id).map_err(IntoResponse::into_response)?;
     let result = app.store.trade_cancel(id, settle.epoch).await;
     count(&app, "cancel", &result);
-    Ok(Json(Data::new(result.map_err(IntoResponse::into_response)?)))
+    Ok(Json(Data::new(
+        result.map_err(IntoResponse::into_response)?,
+    )))
 }
 
 async fn trades_list(
@@ -180,5 +183,8 @@ async fn feed_subscribe(
     let label = query.subscriber.unwrap_or_else(|| "unnamed".into());
     let feed = app.feed.clone();
     let shutdown = app.shutdown.clone();
-    upgrade.on_upgrade(move |socket| feed.serve_subscriber(socket, label, lease, shutdown))
+    upgrade.on_upgrade(move |socket| {
+        feed.serve_subscriber(socket, label, lease, shutdown)
+            .in_current_span()
+    })
 }

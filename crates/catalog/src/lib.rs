@@ -2,12 +2,12 @@
 //! of the try-confirm-cancel trade saga; the invalidation feed to front-ends; restocking.
 //!
 //! # Layout
-//! - [`config`]: flags.
-//! - [`seed`]: the catalog CSV that seeds a new database.
-//! - [`trade`]: the trade rules on one stock, without I/O.
-//! - [`store`]: SQLite, one writer thread with group commit, in-memory reads.
-//! - [`feed`]: server push of invalidations, with leases.
-//! - [`http`]: routes; [`error`]: errors and their HTTP statuses.
+//! - [`config`] — flags.
+//! - [`seed`] — the catalog CSV that seeds a new database.
+//! - [`trade`] — the trade rules on one stock, without I/O.
+//! - [`store`] — SQLite, one writer thread with group commit, in-memory reads.
+//! - [`feed`] — server push of invalidations, with leases.
+//! - [`http`] — routes; [`error`]: errors and their HTTP statuses.
 //!
 //! [`Catalog::open`] checks the configuration and opens the database; [`Catalog::serve`] runs
 //! the service on a bound listener until shutdown.
@@ -28,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -49,7 +50,9 @@ pub struct Catalog {
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Catalog")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,7 +65,10 @@ impl Catalog {
         config.validate().map_err(Error::Config)?;
         if let Some(dir) = config.db.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Config(format!("cannot create data directory {}: {e}", dir.display()))
+                Error::Config(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
         let lock = DbLock::acquire(&config.db).map_err(Error::Config)?;
@@ -90,6 +96,18 @@ impl Catalog {
     /// # Errors
     /// [`Error::Storage`] when a durable write failed; the process should exit non-zero.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+        let root = tracing::info_span!("service", service = "catalog");
+        self.run(listener, shutdown, root.clone())
+            .instrument(root)
+            .await
+    }
+
+    async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        root: tracing::Span,
+    ) -> Result<()> {
         let Self {
             config,
             store,
@@ -97,7 +115,7 @@ impl Catalog {
             fatal,
             _lock,
         } = self;
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_root(root);
         let feed_metrics = FeedMetrics::default();
         feed_metrics.register(&metrics);
         let trade_steps = Family::<http::StepLabels, Counter>::default();
@@ -110,23 +128,18 @@ impl Catalog {
         // Stops on shutdown and on a fatal storage error alike.
         let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
-        tasks.spawn({
-            let (fatal, stop) = (fatal.clone(), stop.clone());
-            async move {
-                tokio::select! {
-                    _ = fatal.raised() => stop.cancel(),
-                    () = stop.cancelled() => {}
-                }
-            }
-        });
+        tasks.spawn(bazaar_service::fatal::stop_on(fatal.clone(), stop.clone()));
         if let Some(interval) = config.restock_interval {
-            tasks.spawn(restock_loop(
-                store.clone(),
-                feed.clone(),
-                interval,
-                config.restock_to,
-                stop.clone(),
-            ));
+            tasks.spawn(
+                restock_loop(
+                    store.clone(),
+                    feed.clone(),
+                    interval,
+                    config.restock_to,
+                    stop.clone(),
+                )
+                .in_current_span(),
+            );
         }
         let state = http::AppState {
             store,
@@ -141,12 +154,21 @@ impl Catalog {
         let served = bazaar_service::serve(listener, router, stop.clone()).await;
         stop.cancel();
         tasks.close();
-        if tokio::time::timeout(TASK_STOP_DEADLINE, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(TASK_STOP_DEADLINE, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background tasks did not stop in time");
         }
-        // The router (and with it every store handle) is gone: the writer drains its queue
-        // and ends.
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        // Every store handle is gone with the router and the tasks, so the writer drains its
+        // queue and ends; the deadline only guards against a handle leaked by a bug.
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        if tokio::time::timeout(TASK_STOP_DEADLINE, joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("database writer did not stop in time");
+        }
         if fatal.is_raised() {
             return Err(Error::Storage(fatal.raised().await));
         }

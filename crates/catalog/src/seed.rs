@@ -75,7 +75,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<SeedStock>> {
         let [name, price, quantity] = fields[..] else {
             return Err(at(
                 line,
-                format!("expected 3 fields (name,price,quantity), found {}", fields.len()),
+                format!(
+                    "expected 3 fields (name,price,quantity), found {}",
+                    fields.len()
+                ),
             ));
         };
         validate_stock_name(name).map_err(|e| at(line, e))?;
@@ -137,9 +140,18 @@ mod tests {
             ("name,price\nA,1", "t line 1: header"),
             ("name,price,quantity\nA,1,1\nB,x,1", "t line 3: price"),
             ("name,price,quantity\nA,1,-3", "t line 2: quantity"),
-            ("name,price,quantity\nA,1,1,9", "t line 2: expected 3 fields"),
-            ("name,price,quantity\nA,1,1\nA,2,2", "t line 3: stock \"A\" is listed twice"),
-            ("name,price,quantity\n,1,1", "t line 2: stock name must not be empty"),
+            (
+                "name,price,quantity\nA,1,1,9",
+                "t line 2: expected 3 fields",
+            ),
+            (
+                "name,price,quantity\nA,1,1\nA,2,2",
+                "t line 3: stock \"A\" is listed twice",
+            ),
+            (
+                "name,price,quantity\n,1,1",
+                "t line 2: stock name must not be empty",
+            ),
             ("name,price,quantity\n", "t lists no stocks"),
             ("", "t is empty"),
         ];

@@ -296,9 +296,11 @@ fn load_stocks(conn: &Connection) -> rusqlite::Result<BTreeMap<String, StockRow>
 }
 
 fn load_fence(conn: &Connection) -> rusqlite::Result<Epoch> {
-    conn.query_row("SELECT value FROM meta WHERE key = 'fence_epoch'", [], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'fence_epoch'",
+        [],
+        |r| r.get(0),
+    )
     .optional()
     .map(|v| Epoch(v.unwrap_or(0)))
 }
@@ -335,7 +337,11 @@ fn query_trades(
     ))?;
     let updated_before = i64::try_from(updated_before_ms).unwrap_or(i64::MAX);
     let rows = stmt.query_map(
-        params![state.map(TradeState::as_str), updated_before, TRADES_PAGE_LEN_MAX],
+        params![
+            state.map(TradeState::as_str),
+            updated_before,
+            TRADES_PAGE_LEN_MAX
+        ],
         trade_from_row,
     )?;
     rows.collect()
@@ -357,9 +363,14 @@ pub struct Snapshot {
 pub fn read_snapshot(path: &Path) -> std::result::Result<Snapshot, String> {
     let conn = db::open_reader(path)?;
     let describe = |e: rusqlite::Error| db::describe(path, &e);
-    let stocks = load_stocks(&conn).map_err(describe)?.into_values().collect();
+    let stocks = load_stocks(&conn)
+        .map_err(describe)?
+        .into_values()
+        .collect();
     let mut stmt = conn
-        .prepare(&format!("SELECT {TRADE_COLUMNS} FROM trades ORDER BY created_ms"))
+        .prepare(&format!(
+            "SELECT {TRADE_COLUMNS} FROM trades ORDER BY created_ms"
+        ))
         .map_err(describe)?;
     let trades = stmt
         .query_map([], trade_from_row)
@@ -399,7 +410,10 @@ impl Writer {
                 }
             }
             if let Err(e) = self.commit_batch(batch) {
-                fatal.raise(format!("catalog write failed: {}", db::describe(&self.path, &e)));
+                fatal.raise(format!(
+                    "catalog write failed: {}",
+                    db::describe(&self.path, &e)
+                ));
                 return;
             }
         }
@@ -421,7 +435,15 @@ impl Writer {
                 ),
                 Command::Confirm(id, epoch, reply) => defer(
                     reply,
-                    confirm(&db_tx, &mut self.rows, &mut self.fence, id, epoch, now, &mut touched)?,
+                    confirm(
+                        &db_tx,
+                        &mut self.rows,
+                        &mut self.fence,
+                        id,
+                        epoch,
+                        now,
+                        &mut touched,
+                    )?,
                 ),
                 Command::Cancel(id, epoch, reply) => defer(
                     reply,
@@ -709,7 +731,11 @@ mod tests {
         let trade = try_of("A", TradeType::Buy, 4, 1);
         let reserved = store.trade_try(trade.clone()).await.expect("try");
         assert_eq!(reserved.state, TradeState::Reserved);
-        assert_eq!(store.stock("A").map(|s| s.quantity), Some(10), "try is invisible");
+        assert_eq!(
+            store.stock("A").map(|s| s.quantity),
+            Some(10),
+            "try is invisible"
+        );
         let again = store.trade_try(trade.clone()).await.expect("retry");
         assert_eq!(again, reserved, "a retried try returns the first outcome");
         let settled = store
@@ -721,7 +747,11 @@ mod tests {
             .trade_confirm(trade.request_id, Epoch(1))
             .await
             .expect("confirm again");
-        assert_eq!(again.version, Version(1), "a retried confirm changes nothing");
+        assert_eq!(
+            again.version,
+            Version(1),
+            "a retried confirm changes nothing"
+        );
         let a = store.stock("A").expect("A");
         assert_eq!((a.quantity, a.volume), (6, 4));
         assert!(matches!(

@@ -165,7 +165,10 @@ mod tests {
         let err = s.reserve(TradeType::Buy, 5).expect_err("only 4 left");
         assert!(matches!(err, Error::InsufficientStock { available: 4, .. }));
         s.apply(TradeType::Buy, 6);
-        assert_eq!((s.quantity, s.reserved, s.volume, s.version), (4, 0, 6, Version(1)));
+        assert_eq!(
+            (s.quantity, s.reserved, s.volume, s.version),
+            (4, 0, 6, Version(1))
+        );
     }
 
     #[test]

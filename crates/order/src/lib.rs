@@ -1,1 +1,192 @@
-//! placeholder
+//! The order service (SPEC.md sections 5 and 6): one replica of the order log. The leader runs
+//! the trade saga with the catalog, numbers orders and replicates them; followers store what
+//! the leader sends; a restarted replica catches up before it serves.
+//!
+//! # Layout
+//! - [`config`] — flags.
+//! - [`log_store`] — the order log in SQLite, with the conflicts table.
+//! - [`replication`] — primary-backup replication (`core` decisions, `runtime` leader tasks,
+//!   `catch_up` log sync).
+//! - [`replica`] — the mode-independent view of a replica the routes and the saga use.
+//! - [`saga`] — try-confirm-cancel with the catalog, single flight per request id,
+//!   reconciliation.
+//! - [`http`] — routes (`public` for front-ends, `internal` between replicas); [`error`]: errors
+//!   and their HTTP statuses.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod log_store;
+pub mod replica;
+pub mod replication;
+pub mod saga;
+
+use std::time::Duration;
+
+use bazaar_api::client::{CatalogClient, Http};
+use bazaar_api::replica::ReplicationMode;
+use bazaar_service::{DbLock, Fatal, Metrics};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use crate::log_store::{LogStore, Term};
+use crate::replica::Replica;
+use crate::replication::{Membership, ReplicationMetrics, Replicator};
+use crate::saga::Trader;
+
+/// Timeout of each call to the catalog.
+pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default timeout of calls to other replicas (most calls set their own).
+const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long background tasks may take to stop after shutdown starts.
+const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// An opened order replica, ready to serve.
+pub struct OrderService {
+    config: Config,
+    log: LogStore,
+    term: Term,
+    writer: std::thread::JoinHandle<()>,
+    fatal: Fatal,
+    _lock: DbLock,
+}
+
+impl std::fmt::Debug for OrderService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderService {
+    /// Validates `config`, locks and opens the replica's database.
+    ///
+    /// # Errors
+    /// [`Error::Config`] or [`Error::Storage`] naming the flag or file.
+    pub fn open(config: Config) -> Result<Self> {
+        config.validate().map_err(Error::Config)?;
+        let path = config.db_path();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Config(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let lock = DbLock::acquire(&path).map_err(Error::Config)?;
+        let fatal = Fatal::new();
+        let mode = ReplicationMode::from(config.replication);
+        if mode == ReplicationMode::Raft {
+            return Err(Error::Config(
+                "--replication raft is not available in this build yet".into(),
+            ));
+        }
+        let (log, term, writer) = LogStore::open(&path, mode, fatal.clone())?;
+        Ok(Self {
+            config,
+            log,
+            term,
+            writer,
+            fatal,
+            _lock: lock,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled or storage fails. Recovery (pulling
+    /// missed orders from peers) runs while the listener already answers `/health`, so peers and
+    /// the front-end can see the replica recovering.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when a durable write failed; the process should exit non-zero.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+        let root = tracing::info_span!("service", service = "order", replica_id = self.config.id.0);
+        self.run(listener, shutdown, root.clone())
+            .instrument(root)
+            .await
+    }
+
+    async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        root: tracing::Span,
+    ) -> Result<()> {
+        let Self {
+            config,
+            log,
+            term,
+            writer,
+            fatal,
+            _lock,
+        } = self;
+        let metrics = Metrics::with_root(root);
+        let replication_metrics = ReplicationMetrics::default();
+        replication_metrics.register(&metrics);
+        let stop = shutdown.child_token();
+        let tasks = TaskTracker::new();
+        tasks.spawn(bazaar_service::fatal::stop_on(fatal.clone(), stop.clone()));
+        let http = Http::new(PEER_TIMEOUT);
+        let replicator = Replicator::new(
+            Membership {
+                id: config.id,
+                own_url: config.own_url(),
+                peers: config.others(),
+            },
+            &http,
+            log,
+            term,
+            tasks.clone(),
+            stop.clone(),
+            replication_metrics,
+        );
+        let replica = Replica::PrimaryBackup(replicator.clone());
+        let catalog =
+            CatalogClient::new(http.with_timeout(CATALOG_TIMEOUT), config.catalog.clone());
+        let trader = Trader::new(replica.clone(), catalog, tasks.clone(), &metrics);
+        tasks.spawn(async move { replicator.recover().await }.in_current_span());
+        tasks.spawn(
+            trader
+                .clone()
+                .reconcile_loop(stop.clone())
+                .in_current_span(),
+        );
+        let router = bazaar_service::finish_router(
+            http::router(http::AppState { replica, trader }),
+            metrics,
+        );
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, db = %config.db_path().display(), mode = ReplicationMode::from(config.replication).as_str(), "order replica listening");
+        }
+        let served = bazaar_service::serve(listener, router, stop.clone()).await;
+        stop.cancel();
+        tasks.close();
+        if tokio::time::timeout(TASK_STOP_DEADLINE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
+        // Every store handle is gone with the router and the tasks, so the writer drains its
+        // queue and ends; the deadline only guards against a handle leaked by a bug.
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        if tokio::time::timeout(TASK_STOP_DEADLINE, joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("database writer did not stop in time");
+        }
+        if fatal.is_raised() {
+            return Err(Error::Storage(fatal.raised().await));
+        }
+        served.map_err(|e| Error::Storage(format!("listener failed: {e}")))
+    }
+}

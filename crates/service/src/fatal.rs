@@ -49,3 +49,11 @@ impl Fatal {
             .unwrap_or_default()
     }
 }
+
+/// Cancels `stop` when `fatal` is raised; ends when `stop` is cancelled for any reason.
+pub async fn stop_on(fatal: Fatal, stop: CancellationToken) {
+    tokio::select! {
+        _ = fatal.raised() => stop.cancel(),
+        () = stop.cancelled() => {}
+    }
+}

@@ -6,26 +6,26 @@
 //! else in a service names an HTTP status.
 //!
 //! # Layout
-//! - [`error`]: [`ApiError`], the one type that becomes an error response.
-//! - [`extract`]: `Json`, `Path` and `Query` extractors whose rejections are [`ApiError`]s.
-//! - [`metrics`]: a per-service Prometheus registry and the request metrics middleware.
-//! - [`serve`]: routers with the shared layers, and serving with a shutdown deadline.
+//! - [`error`] — [`ApiError`], the one type that becomes an error response.
+//! - [`extract`] — `Json`, `Path` and `Query` extractors whose rejections are [`ApiError`]s.
+//! - [`metrics`] — a per-service Prometheus registry and the request metrics middleware.
+//! - [`serve`] — routers with the shared layers, and serving with a shutdown deadline.
 #![warn(missing_docs)]
 
 pub mod db;
 pub mod duration;
 pub mod error;
+pub mod extract;
 pub mod fatal;
 pub mod lockfile;
-pub mod extract;
 pub mod metrics;
 pub mod serve;
 
 pub use duration::parse_duration;
 pub use error::ApiError;
+pub use extract::{Json, Path, Query};
 pub use fatal::Fatal;
 pub use lockfile::DbLock;
-pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
 pub use serve::{finish_router, serve};
 

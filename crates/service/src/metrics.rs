@@ -39,6 +39,9 @@ struct RouteLabels {
 pub struct Metrics {
     /// Locked only to register (at start) and to encode (on scrape), never per request.
     registry: Arc<Mutex<Registry>>,
+    /// The service's root span (`service`, `replica_id`): request spans hang off it, because
+    /// axum runs each connection in a task of its own that would not inherit it.
+    root: tracing::Span,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
@@ -58,6 +61,16 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
+    /// A registry whose metric names start with `bazaar_`, for a service whose logs hang off
+    /// `root`.
+    #[must_use]
+    pub fn with_root(root: tracing::Span) -> Self {
+        Self {
+            root,
+            ..Self::new()
+        }
+    }
+
     /// A registry whose metric names start with `bazaar_`.
     #[must_use]
     pub fn new() -> Self {
@@ -77,6 +90,7 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(Mutex::new(registry)),
+            root: tracing::Span::none(),
             requests,
             latency,
         }
@@ -131,12 +145,19 @@ impl Default for Metrics {
 pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || "unmatched".to_owned(),
-        |p| p.as_str().to_owned(),
-    );
-    let span = tracing::debug_span!("request", %method, %route);
-    let response = next.run(request).instrument(span.clone()).await;
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::debug_span!(parent: &metrics.root, "request", %method, %route);
+    // With debug logs off the request span is disabled; the root span still labels whatever
+    // the handler logs.
+    let scope = if span.is_disabled() {
+        metrics.root.clone()
+    } else {
+        span.clone()
+    };
+    let response = next.run(request).instrument(scope).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     span.in_scope(|| {
@@ -170,6 +191,9 @@ mod tests {
         metrics.observe("GET", "/stocks/{name}", 200, 0.0001);
         let text = metrics.encode();
         assert!(text.contains("bazaar_http_requests_total{method=\"GET\",route=\"/stocks/{name}\",status=\"200\"} 1"), "{text}");
-        assert!(text.contains("bazaar_http_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("bazaar_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

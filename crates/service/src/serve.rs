@@ -27,7 +27,10 @@ pub fn finish_router(router: Router, metrics: Metrics) -> Router {
         .fallback(route_missing)
         .method_not_allowed_fallback(method_missing)
         .layer(DefaultBodyLimit::max(bazaar_api::BODY_LEN_MAX))
-        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
 }
 
 async fn route_missing(method: Method, uri: Uri) -> ApiError {
@@ -75,7 +78,9 @@ mod tests {
     use axum::routing::post;
     use tower::ServiceExt;
 
-    async fn echo(crate::Json(v): crate::Json<serde_json::Value>) -> crate::Json<serde_json::Value> {
+    async fn echo(
+        crate::Json(v): crate::Json<serde_json::Value>,
+    ) -> crate::Json<serde_json::Value> {
         crate::Json(v)
     }
 
@@ -107,17 +112,32 @@ mod tests {
             (post_json("{}", None), 415),
             (post_json("{}", Some("text/plain")), 415),
             (
-                post_json(vec![b' '; bazaar_api::BODY_LEN_MAX + 1], Some("application/json")),
+                post_json(
+                    vec![b' '; bazaar_api::BODY_LEN_MAX + 1],
+                    Some("application/json"),
+                ),
                 413,
             ),
-            (Request::get("/nowhere").body(Body::empty()).expect("request"), 404),
-            (Request::get("/echo").body(Body::empty()).expect("request"), 405),
+            (
+                Request::get("/nowhere")
+                    .body(Body::empty())
+                    .expect("request"),
+                404,
+            ),
+            (
+                Request::get("/echo").body(Body::empty()).expect("request"),
+                405,
+            ),
         ];
         for (request, status) in cases {
             let (got, body) = call(request).await;
             assert_eq!(got, status, "{body}");
             assert_eq!(body["error"]["code"], status, "{body}");
-            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
         }
     }
 }

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod serve;
+pub mod up;
+pub mod verify;

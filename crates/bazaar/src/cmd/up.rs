@@ -1,0 +1,177 @@
+//! `bazaar up`: a complete local system as child processes (SPEC.md section 8).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use bazaar_cluster::{Cluster, ClusterSpec, LogTarget, Role};
+
+use crate::Failure;
+use crate::signals::shutdown_token;
+
+/// Most order replicas `up` starts.
+const REPLICAS_MAX: u8 = 9;
+
+/// How often `up` looks for children that died.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// `--replication` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Replication {
+    /// The front-end picks a leader that copies each order to every live follower.
+    PrimaryBackup,
+    /// Raft consensus: a majority stores each order before it is acknowledged.
+    Raft,
+}
+
+/// Flags of `bazaar up`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Databases, logs (with --log-dir) and cluster.json go here.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = "bazaar-data")]
+    data_dir: PathBuf,
+
+    /// Front-end on this port, catalog on +1, order replica i on +10+i (8091..8093). 0 picks
+    /// free ports.
+    #[arg(long, env = "BAZAAR_BASE_PORT", default_value_t = 8080)]
+    base_port: u16,
+
+    /// Number of order replicas (ids 1..=N).
+    #[arg(long, env = "BAZAAR_REPLICA_COUNT", default_value_t = 3)]
+    replicas: u8,
+
+    /// How the order replicas agree on the log.
+    #[arg(
+        long,
+        env = "BAZAAR_REPLICATION",
+        value_enum,
+        default_value = "primary-backup"
+    )]
+    replication: Replication,
+
+    /// Front-end cache capacity (default 8).
+    #[arg(long, env = "BAZAAR_CACHE_SIZE")]
+    cache_size: Option<usize>,
+
+    /// Turn the front-end's cache off.
+    #[arg(long, env = "BAZAAR_NO_CACHE")]
+    no_cache: bool,
+
+    /// Catalog restocking interval, e.g. 10s (off by default).
+    #[arg(long, env = "BAZAAR_RESTOCK_INTERVAL", value_parser = bazaar_service::parse_duration)]
+    restock_interval: Option<Duration>,
+
+    /// Quantity a sold-out stock is restocked to (default 100).
+    #[arg(long, env = "BAZAAR_RESTOCK_TO")]
+    restock_to: Option<u64>,
+
+    /// Catalog CSV for a new catalog database (default: the built-in data/stocks.csv).
+    #[arg(long, env = "BAZAAR_CATALOG_STOCKS")]
+    stocks: Option<PathBuf>,
+
+    /// Write each service's log to DIR/<service>.log instead of this terminal.
+    #[arg(long, env = "BAZAAR_LOG_DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+/// Starts everything, supervises, stops everything on Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> Result<(), Failure> {
+    if !(1..=REPLICAS_MAX).contains(&args.replicas) {
+        return Err(Failure::Config(anyhow!(
+            "--replicas {} must be from 1 to {REPLICAS_MAX}",
+            args.replicas
+        )));
+    }
+    if let Some(size) = args.cache_size
+        && !(1..=bazaar_frontend::config::CACHE_SIZE_MAX).contains(&size)
+    {
+        return Err(Failure::Config(anyhow!(
+            "--cache-size {size} must be from 1 to {} (use --no-cache to turn caching off)",
+            bazaar_frontend::config::CACHE_SIZE_MAX
+        )));
+    }
+    if let Some(stocks) = &args.stocks
+        && !stocks.is_file()
+    {
+        return Err(Failure::Config(anyhow!(
+            "--stocks {}: no such file",
+            stocks.display()
+        )));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Runtime(anyhow!("cannot find the bazaar executable: {e}")))?;
+    let mut spec = ClusterSpec::new(exe, args.data_dir.clone(), args.base_port);
+    spec.replicas = args.replicas;
+    spec.replication = match args.replication {
+        Replication::PrimaryBackup => "primary-backup",
+        Replication::Raft => "raft",
+    }
+    .into();
+    spec.cache_size = args.cache_size;
+    spec.no_cache = args.no_cache;
+    spec.restock_interval = args
+        .restock_interval
+        .map(|d| format!("{}ms", d.as_millis()));
+    spec.restock_to = args.restock_to;
+    spec.stocks = args
+        .stocks
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    if let Some(dir) = &args.log_dir {
+        spec.logs = LogTarget::Dir(dir.clone());
+    }
+    let shutdown = shutdown_token();
+    let start = Cluster::start(spec);
+    let mut cluster = tokio::select! {
+        started = start => started.map_err(|e| Failure::Runtime(anyhow!(e)))?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    print_banner(&cluster);
+    let mut ticks = tokio::time::interval(SUPERVISE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        for (record, status) in cluster.exited() {
+            tracing::warn!(
+                role = record.role.as_str(),
+                id = ?record.id,
+                pid = record.pid,
+                %status,
+                "a service exited; the rest keep running. Start it again with: {}",
+                record.command.join(" ")
+            );
+        }
+    }
+    tracing::info!("stopping every service");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+fn print_banner(cluster: &Cluster) {
+    let spec = cluster.spec();
+    println!();
+    println!(
+        "Stock Bazaar is up ({} replication). Data: {}",
+        spec.replication,
+        spec.data_dir.display()
+    );
+    println!(
+        "  front-end  {}   <- the public API",
+        cluster.frontend_url()
+    );
+    if let Some(url) = cluster.url(Role::Catalog, None) {
+        println!("  catalog    {url}");
+    }
+    for id in cluster.replica_ids() {
+        if let Some(url) = cluster.url(Role::Order, Some(id)) {
+            println!("  order {id}    {url}");
+        }
+    }
+    println!("  cluster file: {}", cluster.file_path().display());
+    println!();
+    println!("Try:  curl {}/stocks/GameStart", cluster.frontend_url());
+    println!("Ctrl-C stops everything.");
+    println!();
+}

@@ -1,0 +1,314 @@
+//! What a local cluster consists of, and the exact command line of each service.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use crate::file::{Role, ServiceRecord};
+use crate::{Error, Result};
+
+/// Where children's output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The parent's stdout and stderr (`bazaar up`).
+    Inherit,
+    /// One file per service in this directory, appended to across restarts.
+    Dir(PathBuf),
+}
+
+/// A system to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// The `bazaar` executable.
+    pub exe: PathBuf,
+    /// Databases and `cluster.json` go here.
+    pub data_dir: PathBuf,
+    /// Front-end on this port, catalog on +1, order replica i on +10+i. 0: free ports.
+    pub base_port: u16,
+    /// Number of order replicas (ids 1..=n).
+    pub replicas: u8,
+    /// `--replication` of the order replicas.
+    pub replication: String,
+    /// `--cache-size` of the front-end.
+    pub cache_size: Option<usize>,
+    /// `--no-cache` on the front-end.
+    pub no_cache: bool,
+    /// `--restock-interval` of the catalog.
+    pub restock_interval: Option<String>,
+    /// `--restock-to` of the catalog.
+    pub restock_to: Option<u64>,
+    /// `--stocks` of the catalog.
+    pub stocks: Option<PathBuf>,
+    /// `--log-format` of every service.
+    pub log_format: Option<String>,
+    /// `RUST_LOG` of every service, if set.
+    pub rust_log: Option<String>,
+    /// Where their output goes.
+    pub logs: LogTarget,
+    /// Extra arguments per role, appended to its command (tuning flags, tests).
+    pub extra_args: Vec<(Role, Vec<String>)>,
+}
+
+impl ClusterSpec {
+    /// Defaults: three primary-backup replicas, caching on, logs inherited.
+    #[must_use]
+    pub fn new(exe: PathBuf, data_dir: PathBuf, base_port: u16) -> Self {
+        Self {
+            exe,
+            data_dir,
+            base_port,
+            replicas: 3,
+            replication: "primary-backup".into(),
+            cache_size: None,
+            no_cache: false,
+            restock_interval: None,
+            restock_to: None,
+            stocks: None,
+            log_format: None,
+            rust_log: None,
+            logs: LogTarget::Inherit,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The services to start, with their ports chosen and commands built. Creates the data
+    /// directory so every path in the commands can be absolute.
+    ///
+    /// # Errors
+    /// The data directory cannot be created, or free ports cannot be found.
+    pub fn services(&self) -> Result<Vec<ServiceSpec>> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            Error::Io(format!(
+                "cannot create data directory {}: {e}",
+                self.data_dir.display()
+            ))
+        })?;
+        let data_dir = std::fs::canonicalize(&self.data_dir)
+            .map_err(|e| Error::Io(format!("cannot resolve {}: {e}", self.data_dir.display())))?;
+        let ports = self.ports()?;
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let listen = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port)).to_string();
+        let exe = self.exe.display().to_string();
+        let replicas: Vec<String> = (1..=self.replicas)
+            .map(|id| format!("{id}={}", url(ports.order[usize::from(id) - 1])))
+            .collect();
+        let replicas = replicas.join(",");
+        let catalog_url = url(ports.catalog);
+        let mut services = Vec::new();
+
+        let mut catalog = vec![
+            exe.clone(),
+            "catalog".into(),
+            "--listen".into(),
+            listen(ports.catalog),
+            "--db".into(),
+            path_arg(&data_dir.join("catalog.db")),
+        ];
+        if let Some(stocks) = &self.stocks {
+            catalog.extend(["--stocks".into(), path_arg(stocks)]);
+        }
+        if let Some(interval) = &self.restock_interval {
+            catalog.extend(["--restock-interval".into(), interval.clone()]);
+        }
+        if let Some(to) = self.restock_to {
+            catalog.extend(["--restock-to".into(), to.to_string()]);
+        }
+        services.push(self.finish(Role::Catalog, None, catalog_url.clone(), catalog));
+
+        for id in 1..=self.replicas {
+            let port = ports.order[usize::from(id) - 1];
+            let order = vec![
+                exe.clone(),
+                "order".into(),
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                listen(port),
+                "--db".into(),
+                path_arg(&data_dir.join(format!("order-{id}.db"))),
+                "--peers".into(),
+                replicas.clone(),
+                "--catalog".into(),
+                catalog_url.clone(),
+                "--replication".into(),
+                self.replication.clone(),
+            ];
+            services.push(self.finish(Role::Order, Some(id), url(port), order));
+        }
+
+        let mut frontend = vec![
+            exe,
+            "frontend".into(),
+            "--listen".into(),
+            listen(ports.frontend),
+            "--catalog".into(),
+            catalog_url,
+            "--replicas".into(),
+            replicas,
+        ];
+        if self.no_cache {
+            frontend.push("--no-cache".into());
+        } else if let Some(size) = self.cache_size {
+            frontend.extend(["--cache-size".into(), size.to_string()]);
+        }
+        services.push(self.finish(Role::Frontend, None, url(ports.frontend), frontend));
+        Ok(services)
+    }
+
+    fn finish(
+        &self,
+        role: Role,
+        id: Option<u8>,
+        url: String,
+        mut command: Vec<String>,
+    ) -> ServiceSpec {
+        if let Some(format) = &self.log_format {
+            command.extend(["--log-format".into(), format.clone()]);
+        }
+        for (r, args) in &self.extra_args {
+            if *r == role {
+                command.extend(args.iter().cloned());
+            }
+        }
+        ServiceSpec {
+            role,
+            id,
+            url,
+            command,
+        }
+    }
+
+    fn ports(&self) -> Result<Ports> {
+        if self.base_port != 0 {
+            let base = self.base_port;
+            let at = |offset: u16| {
+                base.checked_add(offset).ok_or_else(|| {
+                    Error::Io(format!(
+                        "--base-port {base} leaves no room for every service"
+                    ))
+                })
+            };
+            return Ok(Ports {
+                frontend: base,
+                catalog: at(1)?,
+                order: (1..=u16::from(self.replicas))
+                    .map(|id| at(10 + id))
+                    .collect::<Result<_>>()?,
+            });
+        }
+        // Hold every listener until all ports are chosen so no two services get the same one.
+        // The ports are free again by the time the children bind them; another process could
+        // take one in between, which the start then reports.
+        let count = 2 + usize::from(self.replicas);
+        let listeners = (0..count)
+            .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::Io(format!("cannot find free ports: {e}")))?;
+        let ports = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::Io(format!("cannot find free ports: {e}")))?;
+        Ok(Ports {
+            frontend: ports[0],
+            catalog: ports[1],
+            order: ports[2..].to_vec(),
+        })
+    }
+}
+
+struct Ports {
+    frontend: u16,
+    catalog: u16,
+    order: Vec<u16>,
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// One service to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Role.
+    pub role: Role,
+    /// Replica id.
+    pub id: Option<u8>,
+    /// Base URL.
+    pub url: String,
+    /// Full argv.
+    pub command: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// `catalog`, `frontend`, `order-2`.
+    #[must_use]
+    pub fn name(&self) -> String {
+        Self::name_of(self.role, self.id)
+    }
+
+    /// The name of a role and id.
+    #[must_use]
+    pub fn name_of(role: Role, id: Option<u8>) -> String {
+        match id {
+            Some(id) => format!("{}-{id}", role.as_str()),
+            None => role.as_str().to_owned(),
+        }
+    }
+
+    /// The `cluster.json` record for this service running as `pid`.
+    #[must_use]
+    pub fn record(&self, pid: u32) -> ServiceRecord {
+        ServiceRecord {
+            role: self.role,
+            id: self.id,
+            url: self.url.clone(),
+            pid,
+            command: self.command.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_follow_the_spec() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = ClusterSpec::new("bazaar".into(), dir.path().to_owned(), 8080);
+        let services = spec.services().expect("services");
+        let urls: Vec<_> = services.iter().map(|s| (s.name(), s.url.clone())).collect();
+        assert_eq!(
+            urls,
+            [
+                ("catalog".into(), "http://127.0.0.1:8081".into()),
+                ("order-1".into(), "http://127.0.0.1:8091".into()),
+                ("order-2".into(), "http://127.0.0.1:8092".into()),
+                ("order-3".into(), "http://127.0.0.1:8093".into()),
+                ("frontend".into(), "http://127.0.0.1:8080".into()),
+            ]
+        );
+        let order = &services[2].command;
+        assert_eq!(order[1], "order");
+        assert!(order.contains(&"--peers".to_owned()));
+        assert!(order.iter().any(|a| a.ends_with("order-2.db")));
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = ClusterSpec::new("bazaar".into(), dir.path().to_owned(), 0);
+        let services = spec.services().expect("services");
+        let mut urls: Vec<_> = services.iter().map(|s| s.url.clone()).collect();
+        urls.sort();
+        urls.dedup();
+        assert_eq!(urls.len(), 5);
+    }
+
+    #[test]
+    fn a_base_port_too_high_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = ClusterSpec::new("bazaar".into(), dir.path().to_owned(), 65530);
+        assert!(spec.services().is_err());
+    }
+}

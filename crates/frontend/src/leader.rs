@@ -1,0 +1,326 @@
+//! Leader selection and failover for the order replicas (SPEC.md sections 5 and 6).
+//!
+//! Selection: ask every replica for its status at once, then walk them from the highest id down;
+//! the first that answers and has finished recovering is told it leads, under an epoch one
+//! above any epoch a replica reported. The others are told first, so a deposed leader is fenced
+//! before the new one collects orders from them. The chosen replica answers once it holds every
+//! order any reachable replica holds.
+//!
+//! Failover: a request that finds the leader unreachable, timed out or "not leader" triggers a
+//! re-selection and is retried with the same request id. Concurrent failures trigger one
+//! re-selection: each caller passes the generation it saw fail, and a caller that finds a newer
+//! generation simply uses it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bazaar_api::client::{ClientError, ClientResult, Http, LeaderView, ReplicaClient};
+use bazaar_api::replica::{LeaderNotice, OrderTrade, ReplicaStatus, TradeAck};
+use bazaar_api::{Epoch, Order, ReplicaId, TxnNumber};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::error::{Error, Result};
+
+/// Health checks during selection: a live replica on loopback answers in well under a
+/// millisecond, and a killed one refuses at once; the timeout only matters for a hung one.
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// How long a chosen replica may take to collect missed orders before it answers the notice.
+pub const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a trade or order query may wait for the leader before it counts as failed. Longer
+/// than the leader's own reply deadline, so a slow saga answers "in progress" instead.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request keeps retrying through failovers before the client gets 503.
+pub const FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// First and longest pause between retries of a busy or absent leader.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
+
+/// Leader counters exported at `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderMetrics {
+    selections: Counter,
+    failovers: Counter,
+    leader: Gauge,
+}
+
+impl LeaderMetrics {
+    /// Registers the counters.
+    pub fn register(&self, metrics: &bazaar_service::Metrics) {
+        metrics.register(
+            "leader_selections",
+            "Leader selections that chose a leader",
+            self.selections.clone(),
+        );
+        metrics.register(
+            "leader_failovers",
+            "Requests that found the leader failed and triggered a re-selection",
+            self.failovers.clone(),
+        );
+        metrics.register(
+            "leader_id",
+            "Id of the current order leader (0: none)",
+            self.leader.clone(),
+        );
+    }
+}
+
+/// The current leader.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// Its client.
+    pub client: ReplicaClient,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// Grows with every selection; identifies this choice in failure reports.
+    pub generation: u64,
+}
+
+/// Chooses and remembers the order leader; cheap to clone.
+#[derive(Clone)]
+pub struct LeaderSelector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Highest id first.
+    replicas: Vec<ReplicaClient>,
+    current: Mutex<Option<Current>>,
+    /// Held for a whole selection: one at a time.
+    selecting: tokio::sync::Mutex<u64>,
+    metrics: LeaderMetrics,
+}
+
+impl std::fmt::Debug for LeaderSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderSelector")
+            .field("current", &self.current().map(|c| c.client.id()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaderSelector {
+    /// A selector over `replicas`; nothing is chosen until the first request or [`Self::select`].
+    #[must_use]
+    pub fn new(
+        replicas: &BTreeMap<ReplicaId, String>,
+        http: &Http,
+        metrics: LeaderMetrics,
+    ) -> Self {
+        let replicas = replicas
+            .iter()
+            .rev()
+            .map(|(id, url)| {
+                ReplicaClient::new(http.with_timeout(REQUEST_TIMEOUT), *id, url.clone())
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                replicas,
+                current: Mutex::new(None),
+                selecting: tokio::sync::Mutex::new(0),
+                metrics,
+            }),
+        }
+    }
+
+    fn current(&self) -> Option<Current> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `GET /leader`.
+    ///
+    /// # Errors
+    /// [`Error::NoReplica`] when no replica can lead.
+    pub async fn view(&self) -> Result<LeaderView> {
+        let current = self.leader().await?;
+        Ok(LeaderView {
+            id: current.client.id(),
+            url: current.client.base().to_owned(),
+        })
+    }
+
+    async fn leader(&self) -> Result<Current> {
+        match self.current() {
+            Some(current) => Ok(current),
+            None => self.select(None).await,
+        }
+    }
+
+    /// Runs a selection, unless one made after `failed` already did.
+    ///
+    /// # Errors
+    /// [`Error::NoReplica`] when no replica answered and accepted leadership.
+    pub async fn select(&self, failed: Option<u64>) -> Result<Current> {
+        let mut generation = self.inner.selecting.lock().await;
+        if let Some(current) = self.current()
+            && Some(current.generation) != failed
+        {
+            return Ok(current);
+        }
+        *self
+            .inner
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.inner.metrics.leader.set(0);
+        let statuses: Vec<Option<ReplicaStatus>> = futures::future::join_all(
+            self.inner
+                .replicas
+                .iter()
+                .map(|r| async move { r.with_timeout(STATUS_TIMEOUT).status().await.ok() }),
+        )
+        .await;
+        let mut epoch = Epoch(
+            statuses
+                .iter()
+                .flatten()
+                .map(|s| s.epoch.0)
+                .max()
+                .unwrap_or(0)
+                + 1,
+        );
+        let mut last_error = "no replica answered its health check".to_owned();
+        for (candidate, status) in self.inner.replicas.iter().zip(&statuses) {
+            match status {
+                Some(s) if s.ready => {}
+                Some(_) => {
+                    tracing::info!(replica = %candidate.id(), "replica is still recovering; skipped");
+                    continue;
+                }
+                None => {
+                    tracing::info!(replica = %candidate.id(), "replica did not answer its health check");
+                    continue;
+                }
+            }
+            let notice = LeaderNotice {
+                leader: candidate.id(),
+                epoch,
+            };
+            // Followers first: once they know the new epoch they refuse the old leader, so
+            // the new one collects a log nobody can still extend behind its back.
+            let others = self
+                .inner
+                .replicas
+                .iter()
+                .zip(&statuses)
+                .filter(|(r, s)| r.id() != candidate.id() && s.is_some());
+            futures::future::join_all(others.map(|(r, _)| async move {
+                if let Err(e) = r
+                    .with_timeout(STATUS_TIMEOUT * 3)
+                    .leader_notice(&notice)
+                    .await
+                {
+                    tracing::debug!(replica = %r.id(), error = %e, "leader notice not delivered");
+                }
+            }))
+            .await;
+            match candidate
+                .with_timeout(NOTICE_TIMEOUT)
+                .leader_notice(&notice)
+                .await
+            {
+                Ok(_) => {
+                    *generation += 1;
+                    let current = Current {
+                        client: candidate.clone(),
+                        epoch,
+                        generation: *generation,
+                    };
+                    *self
+                        .inner
+                        .current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(current.clone());
+                    self.inner.metrics.selections.inc();
+                    self.inner.metrics.leader.set(i64::from(candidate.id().0));
+                    tracing::info!(leader = %candidate.id(), %epoch, url = %candidate.base(), "order leader selected");
+                    return Ok(current);
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %candidate.id(), error = %e, "replica refused leadership; trying the next");
+                    last_error = e.to_string();
+                    // Followers now know this epoch with that leader; the next try needs a
+                    // fresh one.
+                    epoch = Epoch(epoch.0 + 1);
+                }
+            }
+        }
+        Err(Error::NoReplica(last_error))
+    }
+
+    /// Sends a trade to the leader, failing over as needed, with the same request id throughout.
+    ///
+    /// # Errors
+    /// 404/409/400 from the saga pass through; [`Error::NoReplica`] when no leader took it before
+    /// [`FAILOVER_DEADLINE`].
+    pub async fn trade(&self, trade: &OrderTrade) -> Result<TradeAck> {
+        self.with_failover(|leader| {
+            let trade = trade.clone();
+            async move { leader.trade(&trade).await }
+        })
+        .await
+    }
+
+    /// Asks the leader for an order, failing over as needed.
+    ///
+    /// # Errors
+    /// 404 passes through; [`Error::NoReplica`].
+    pub async fn order_get(&self, number: TxnNumber) -> Result<Order> {
+        self.with_failover(|leader| async move { leader.order_get(number).await })
+            .await
+    }
+
+    async fn with_failover<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(ReplicaClient) -> Fut,
+        Fut: Future<Output = ClientResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + FAILOVER_DEADLINE;
+        let mut pause = RETRY_PAUSE_MIN;
+        loop {
+            let outcome = match self.leader().await {
+                Ok(current) => match call(current.client.clone()).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) if is_leader_failure(&e) => {
+                        self.inner.metrics.failovers.inc();
+                        tracing::warn!(leader = %current.client.id(), error = %e, "order leader failed; re-selecting");
+                        match self.select(Some(current.generation)).await {
+                            // A new leader: retry at once.
+                            Ok(_) => continue,
+                            Err(e) => e,
+                        }
+                    }
+                    // Busy: recovering, collecting orders, catalog briefly away, or a trade
+                    // still in progress. The same leader, a moment later.
+                    Err(ClientError::Rejected {
+                        status: 503,
+                        message,
+                        ..
+                    }) => Error::NoReplica(message),
+                    Err(e) => return Err(Error::from_leader(e)),
+                },
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(outcome);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+        }
+    }
+}
+
+/// Failures that mean "this replica cannot be the leader now".
+fn is_leader_failure(e: &ClientError) -> bool {
+    e.is_unreachable() || e.status() == Some(bazaar_api::client::STATUS_NOT_LEADER)
+}
