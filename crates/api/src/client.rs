@@ -473,6 +473,10 @@ pub struct CacheView {
     pub hits: u64,
     /// Lookups that went to the catalog since start.
     pub misses: u64,
+    /// Entries evicted by LRU replacement since start.
+    pub evictions: u64,
+    /// Invalidations received from the catalog since start.
+    pub invalidations: u64,
     /// True while the invalidation feed is up and entries may be served.
     pub enabled: bool,
     /// Cached stocks, most recently used first.

@@ -104,6 +104,8 @@ pub struct Cache {
     epoch: Instant,
     hits: AtomicU64,
     misses: AtomicU64,
+    evictions: AtomicU64,
+    invalidations: AtomicU64,
     metrics: CacheMetrics,
 }
 
@@ -131,6 +133,8 @@ impl Cache {
             epoch: Instant::now(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
             metrics,
         }
     }
@@ -203,6 +207,7 @@ impl Cache {
         if let Some((evicted, _)) = inner.lru.push(state.name.clone(), entry)
             && evicted != state.name
         {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
             self.metrics.evictions.inc();
             tracing::debug!(stock = %evicted, "evicted {evicted}");
         }
@@ -217,6 +222,7 @@ impl Cache {
         *newest = (*newest).max(version);
         self.metrics.entries.set(inner.lru.len() as i64);
         drop(inner);
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
         self.metrics.invalidations.inc();
         tracing::debug!(stock = %name, %version, "invalidated {name}");
     }
@@ -257,6 +263,8 @@ impl Cache {
             capacity: self.capacity.get(),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
             enabled: enabled && inner.enabled,
             entries: inner
                 .lru

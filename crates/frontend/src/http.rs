@@ -168,6 +168,8 @@ async fn cache_get(State(app): State<AppState>) -> Json<Data<CacheView>> {
             capacity: 0,
             hits: 0,
             misses: 0,
+            evictions: 0,
+            invalidations: 0,
             enabled: false,
             entries: Vec::new(),
         },
