@@ -29,8 +29,26 @@ impl fmt::Display for TxnNumber {
 
 /// An order replica's id (1..=255). Leader selection prefers the highest live id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "u8", into = "u8")]
 pub struct ReplicaId(pub u8);
+
+impl TryFrom<u8> for ReplicaId {
+    type Error = String;
+
+    fn try_from(id: u8) -> Result<Self, Self::Error> {
+        if id == 0 {
+            Err("replica ids start at 1".into())
+        } else {
+            Ok(Self(id))
+        }
+    }
+}
+
+impl From<ReplicaId> for u8 {
+    fn from(id: ReplicaId) -> Self {
+        id.0
+    }
+}
 
 impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,6 +142,13 @@ mod tests {
         assert!("0".parse::<ReplicaId>().is_err());
         assert!("256".parse::<ReplicaId>().is_err());
         assert!("x".parse::<ReplicaId>().is_err());
+    }
+
+    #[test]
+    fn replica_id_zero_is_refused_on_the_wire() {
+        assert!(serde_json::from_str::<ReplicaId>("0").is_err());
+        assert_eq!(serde_json::from_str::<ReplicaId>("2").ok(), Some(ReplicaId(2)));
+        assert_eq!(serde_json::to_string(&ReplicaId(2)).ok().as_deref(), Some("2"));
     }
 
     #[test]

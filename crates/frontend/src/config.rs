@@ -53,6 +53,11 @@ pub struct Config {
     /// answered a ping sent less than this long ago.
     #[arg(long, env = "BAZAAR_FEED_LEASE", default_value = "1s", value_parser = parse_duration)]
     pub feed_lease: Duration,
+
+    /// How long a trade or order query keeps retrying through leader failures before the
+    /// client gets 503.
+    #[arg(long, env = "BAZAAR_FAILOVER_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub failover_deadline: Duration,
 }
 
 impl Config {
@@ -66,6 +71,7 @@ impl Config {
             cache_size: CACHE_SIZE_DEFAULT,
             no_cache: false,
             feed_lease: Duration::from_secs(1),
+            failover_deadline: crate::leader::FAILOVER_DEADLINE_DEFAULT,
         }
     }
 
@@ -88,6 +94,12 @@ impl Config {
             return Err(format!(
                 "--feed-lease {:?} must be from {FEED_LEASE_MIN:?} to {FEED_LEASE_MAX:?}",
                 self.feed_lease
+            ));
+        }
+        if self.failover_deadline.is_zero() || self.failover_deadline > Duration::from_secs(600) {
+            return Err(format!(
+                "--failover-deadline {:?} must be from 1ms to 10m",
+                self.failover_deadline
             ));
         }
         Ok(())

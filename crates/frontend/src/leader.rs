@@ -34,8 +34,9 @@ pub const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
 /// than the leader's own reply deadline, so a slow saga answers "in progress" instead.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a request keeps retrying through failovers before the client gets 503.
-pub const FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a request keeps retrying through failovers before the client gets 503, unless
+/// `--failover-deadline` says otherwise.
+pub const FAILOVER_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
 
 /// First and longest pause between retries of a busy or absent leader.
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
@@ -91,6 +92,7 @@ struct Inner {
     /// Highest id first.
     replicas: Vec<ReplicaClient>,
     current: Mutex<Option<Current>>,
+    failover_deadline: Duration,
     /// Held for a whole selection: one at a time.
     selecting: tokio::sync::Mutex<u64>,
     metrics: LeaderMetrics,
@@ -110,6 +112,7 @@ impl LeaderSelector {
     pub fn new(
         replicas: &BTreeMap<ReplicaId, String>,
         http: &Http,
+        failover_deadline: Duration,
         metrics: LeaderMetrics,
     ) -> Self {
         let replicas = replicas
@@ -123,6 +126,7 @@ impl LeaderSelector {
             inner: Arc::new(Inner {
                 replicas,
                 current: Mutex::new(None),
+                failover_deadline,
                 selecting: tokio::sync::Mutex::new(0),
                 metrics,
             }),
@@ -262,7 +266,7 @@ impl LeaderSelector {
     ///
     /// # Errors
     /// 404/409/400 from the saga pass through; [`Error::NoReplica`] when no leader took it before
-    /// [`FAILOVER_DEADLINE`].
+    /// the failover deadline.
     pub async fn trade(&self, trade: &OrderTrade) -> Result<TradeAck> {
         self.with_failover(|leader| {
             let trade = trade.clone();
@@ -285,7 +289,7 @@ impl LeaderSelector {
         F: Fn(ReplicaClient) -> Fut,
         Fut: Future<Output = ClientResult<T>>,
     {
-        let deadline = tokio::time::Instant::now() + FAILOVER_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.inner.failover_deadline;
         let mut pause = RETRY_PAUSE_MIN;
         loop {
             let outcome = match self.leader().await {

@@ -68,7 +68,12 @@ async fn run(
     let catalog = CatalogClient::new(http.clone(), config.catalog.clone());
     let leader_metrics = LeaderMetrics::default();
     leader_metrics.register(&metrics);
-    let leader = LeaderSelector::new(&config.replicas.0, &http, leader_metrics);
+    let leader = LeaderSelector::new(
+        &config.replicas.0,
+        &http,
+        config.failover_deadline,
+        leader_metrics,
+    );
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
     let local = listener

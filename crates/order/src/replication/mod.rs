@@ -498,6 +498,7 @@ impl Replicator {
     /// [`Error::StaleEpoch`], [`Error::EpochClaimed`], [`Error::NotReady`] while recovering;
     /// sync failures.
     pub async fn on_leader_notice(&self, notice: LeaderNotice) -> Result<ReplicaStatus> {
+        self.check_member(notice.leader)?;
         let _log = self.inner.log_lock.lock().await;
         let state = self.state();
         if state.role == ReplicaRole::Recovering {
@@ -566,6 +567,10 @@ impl Replicator {
     /// [`Error::StaleEpoch`] (the sender was deposed), [`Error::NotReady`] while recovering,
     /// [`Error::BadRequest`] for a malformed batch; sync and storage failures.
     pub async fn on_append(&self, request: AppendRequest) -> Result<AppendReply> {
+        if request.leader == self.inner.id {
+            return Err(Error::BadRequest("a replica cannot append to itself".into()));
+        }
+        self.check_member(request.leader)?;
         let _log = self.inner.log_lock.lock().await;
         let state = self.state();
         if state.role == ReplicaRole::Recovering {
@@ -607,9 +612,7 @@ impl Replicator {
             .inner
             .peers
             .get(&request.leader)
-            .ok_or_else(|| {
-                Error::BadRequest(format!("replica {} is not in --peers", request.leader))
-            })?
+            .expect("check_member vetted the leader")
             .with_timeout(PAGE_TIMEOUT);
         let mut plan = self.plan(&request).await?;
         if plan == AppendPlan::Resync {
@@ -651,6 +654,18 @@ impl Replicator {
         Ok(AppendReply {
             last: self.inner.log.last().map(crate::log_store::Last::tip),
         })
+    }
+
+    /// Refuses ids that are neither this replica nor one of its peers: adopting such a leader
+    /// would leave the replica following nobody.
+    fn check_member(&self, id: ReplicaId) -> Result<()> {
+        if id == self.inner.id || self.inner.peers.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(Error::BadRequest(format!(
+                "replica {id} is not a member of this cluster (see --peers)"
+            )))
+        }
     }
 
     async fn plan(&self, request: &AppendRequest) -> Result<AppendPlan> {

@@ -1,0 +1,13 @@
+//! Process tests: every test starts real `bazaar` processes on free loopback ports in a
+//! temporary directory, drives them over HTTP, and kills them with SIGKILL where the test is
+//! about crashes.
+
+mod support;
+
+mod api;
+mod bad_input;
+mod cache;
+mod cli;
+mod failover;
+mod restart;
+mod trading;
