@@ -563,6 +563,7 @@ fn try_trade(
         // A retry: the first outcome stands. A cancelled reservation is tried afresh, because
         // a cancel means the trade left no trace and its client was never told it succeeded.
         if record.state != TradeState::Cancelled {
+            tracing::info!(request_id = %trade.request_id, state = record.state.as_str(), "trade tried again; the first outcome stands");
             return Ok(Ok(record.clone()));
         }
     }

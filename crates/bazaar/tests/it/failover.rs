@@ -134,3 +134,60 @@ async fn repeated_leader_kills_leave_the_catalog_and_the_log_matching() {
     phase!("once quiet, catalog trades and orders match one to one and quantities conserve");
     assert_converged(&system, &traded).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orphaned_reservations_are_settled_by_the_new_leader() {
+    use serde_json::json;
+    let mut system = System::start().await;
+    let api = system.api();
+    for _ in 0..3 {
+        api.trade("FishCo", "sell", 1).await.expect("trade");
+    }
+    let (_, status) = system.replica(3).get("/health").await;
+    let epoch = status["data"]["epoch"].as_u64().expect("epoch");
+    let (_, last) = system.replica(3).get("/internal/orders?from=2&limit=1").await;
+    let last_id = last["data"][0]["request_id"].clone();
+
+    phase!("leader 3 reserved two buys; it replicated one order to the followers and died");
+    let committed = "6b3f1f8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    let orphan = "7c4a2a9f-2d3e-4f60-9bac-1d2e3f4a5b6c";
+    for id in [committed, orphan] {
+        let (code, body) = system
+            .catalog()
+            .post(
+                "/internal/trades",
+                &json!({"request_id": id, "name": "BoarCo", "type": "buy", "quantity": 10, "epoch": epoch}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let append = json!({
+        "epoch": epoch, "leader": 3,
+        "prev": {"number": 2, "request_id": last_id},
+        "entries": [{"number": 3, "request_id": committed, "name": "BoarCo", "type": "buy",
+                     "quantity": 10, "epoch": epoch}]
+    });
+    for id in [1, 2] {
+        let (code, body) = system.replica(id).post("/internal/append", &append).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    system.cluster().kill(Role::Order, Some(3)).expect("kill");
+
+    phase!("the next trade fails over to 2, which numbers after the replicated order");
+    assert_eq!(api.trade("FishCo", "sell", 1).await, Ok(4));
+    phase!("reconciliation confirms the replicated order and cancels the orphan");
+    system.wait_quiet().await;
+    let (_, trades) = system.catalog().get("/internal/trades").await;
+    let state_of = |id: &str| {
+        trades["data"]
+            .as_array()
+            .and_then(|all| all.iter().find(|t| t["request_id"] == id))
+            .map(|t| t["state"].clone())
+    };
+    assert_eq!(state_of(committed), Some(json!("confirmed")));
+    assert_eq!(state_of(orphan), Some(json!("cancelled")));
+    assert_eq!(api.quantity("BoarCo").await, 90, "only the committed buy took shares");
+    system.cluster().restart(Role::Order, Some(3)).await.expect("restart");
+    system.wait_replicas_equal(&[1, 2, 3]).await;
+    checks::assert_verified(&system.data_dir());
+}
