@@ -39,6 +39,10 @@ enum Command {
     Frontend(bazaar_frontend::Config),
     /// Check that replica logs are identical and gap-free and match the catalog's trades.
     Verify(cmd::verify::Args),
+    /// Load generator: K clients look up, trade and read back every order; reports latency.
+    Client(cmd::client::Args),
+    /// Evaluation sweep: latency vs trade probability, cache on and off, with CSV and plots.
+    Eval(cmd::eval::Args),
 }
 
 /// How a command failed, which decides the exit code.
@@ -78,6 +82,8 @@ fn main() -> ExitCode {
             Command::Order(config) => cmd::serve::order(config).await,
             Command::Frontend(config) => cmd::serve::frontend(config).await,
             Command::Verify(args) => cmd::verify::run(&args),
+            Command::Client(args) => cmd::client::run(args).await,
+            Command::Eval(args) => cmd::eval::run(args).await,
         }
     });
     // Background tasks that ignore shutdown must not keep the process alive.

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod client;
+pub mod eval;
 pub mod serve;
 pub mod up;
 pub mod verify;

@@ -14,12 +14,18 @@ async fn every_public_route_answers_as_specified() {
     phase!("lookups: the route, the toy-store alias and the query alias agree");
     let (status, body) = api.get("/stocks/GameStart").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"data": {"name": "GameStart", "price": 15.99, "quantity": 100}}));
+    assert_eq!(
+        body,
+        json!({"data": {"name": "GameStart", "price": 15.99, "quantity": 100}})
+    );
     assert_eq!(api.get("/products/GameStart").await, (200, body.clone()));
     assert_eq!(api.get("/stocks?stockname=GameStart").await, (200, body));
     let (status, all) = api.get("/stocks").await;
     assert_eq!(status, 200);
-    assert!(all["data"].as_array().is_some_and(|a| a.len() >= 10), "{all}");
+    assert!(
+        all["data"].as_array().is_some_and(|a| a.len() >= 10),
+        "{all}"
+    );
 
     phase!("prices keep two decimals on the wire");
     let raw = reqwest::get(format!("{}/stocks/FishCo", api.base))
@@ -50,11 +56,17 @@ async fn every_public_route_answers_as_specified() {
     let (status, body) = api.get("/stocks/Nope").await;
     assert_error(status, &body, 404, "no stock named");
     let (status, body) = api
-        .post("/orders", &json!({"name": "Nope", "type": "buy", "quantity": 1}))
+        .post(
+            "/orders",
+            &json!({"name": "Nope", "type": "buy", "quantity": 1}),
+        )
         .await;
     assert_error(status, &body, 404, "no stock named");
     let (status, body) = api
-        .post("/orders", &json!({"name": "FishCo", "type": "buy", "quantity": 101}))
+        .post(
+            "/orders",
+            &json!({"name": "FishCo", "type": "buy", "quantity": 101}),
+        )
         .await;
     assert_error(status, &body, 409, "100 available");
     let (status, body) = api.get("/orders/99").await;
@@ -98,7 +110,10 @@ async fn without_any_order_replica_trades_fail_with_503() {
     }
     assert_eq!(api.quantity("FishCo").await, 100);
     let (status, body) = api
-        .post("/orders", &json!({"name": "FishCo", "type": "buy", "quantity": 1}))
+        .post(
+            "/orders",
+            &json!({"name": "FishCo", "type": "buy", "quantity": 1}),
+        )
         .await;
     assert_error(status, &body, 503, "no order replica reachable");
     let (status, body) = api.get("/orders/0").await;

@@ -30,7 +30,11 @@ async fn replacement_is_lru_and_visible_in_get_cache() {
         api.quantity(name).await;
     }
     let (_, cache) = api.get("/cache").await;
-    assert_eq!(cached_names(&cache), ["MenhirCo", "GameStart", "BoarCo"], "{cache}");
+    assert_eq!(
+        cached_names(&cache),
+        ["MenhirCo", "GameStart", "BoarCo"],
+        "{cache}"
+    );
     assert_eq!(cache["data"]["hits"], 1);
     assert_eq!(cache["data"]["misses"], 4);
     assert_eq!(cache["data"]["evictions"], 1);
@@ -52,12 +56,18 @@ async fn a_trade_invalidates_the_stock_at_every_front_end() {
         assert_eq!(api.quantity("FishCo").await, 100);
         assert_eq!(api.quantity("FishCo").await, 100);
         let (_, cache) = api.get("/cache").await;
-        assert!(cached_names(&cache).contains(&"FishCo".to_owned()), "{cache}");
+        assert!(
+            cached_names(&cache).contains(&"FishCo".to_owned()),
+            "{cache}"
+        );
     }
     phase!("a trade through the first is pushed to the second before it is acknowledged");
     assert!(first.trade("FishCo", "buy", 7).await.is_ok());
     let (_, cache) = second.get("/cache").await;
-    assert!(!cached_names(&cache).contains(&"FishCo".to_owned()), "{cache}");
+    assert!(
+        !cached_names(&cache).contains(&"FishCo".to_owned()),
+        "{cache}"
+    );
     assert!(cache["data"]["invalidations"].as_u64() >= Some(1));
     assert_eq!(second.quantity("FishCo").await, 93);
     assert_eq!(first.quantity("FishCo").await, 93);
@@ -69,8 +79,11 @@ async fn no_lookup_after_an_acknowledged_trade_sees_an_older_quantity() {
     const RUN: Duration = Duration::from_secs(3);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("deep.csv");
-    std::fs::write(&csv, format!("name,price,quantity\nDeep,1.00,{INITIAL}\nOther,2.00,100\n"))
-        .expect("csv");
+    std::fs::write(
+        &csv,
+        format!("name,price,quantity\nDeep,1.00,{INITIAL}\nOther,2.00,100\n"),
+    )
+    .expect("csv");
     let system = System::start_with(|spec| spec.stocks = Some(csv.clone())).await;
     system.wait_caching().await;
     let second_process = system.spawn_frontend().await;
@@ -118,12 +131,20 @@ async fn no_lookup_after_an_acknowledged_trade_sees_an_older_quantity() {
     for trader in traders {
         trader.await.expect("trader");
     }
-    phase!("{checked} lookups checked against {} acknowledged buys", acked.load(Ordering::SeqCst));
+    phase!(
+        "{checked} lookups checked against {} acknowledged buys",
+        acked.load(Ordering::SeqCst)
+    );
     assert!(checked > 100, "too few lookups to mean anything");
-    assert!(acked.load(Ordering::SeqCst) > 10, "too few trades to mean anything");
+    assert!(
+        acked.load(Ordering::SeqCst) > 10,
+        "too few trades to mean anything"
+    );
     let mut hits = 0;
     for api in &apis {
-        hits += api.get("/cache").await.1["data"]["hits"].as_u64().unwrap_or(0);
+        hits += api.get("/cache").await.1["data"]["hits"]
+            .as_u64()
+            .unwrap_or(0);
     }
     assert!(hits > 0, "the cache must have served some of the lookups");
 }
@@ -148,15 +169,26 @@ async fn losing_the_feed_turns_caching_off_until_it_is_back() {
     })
     .await;
     let (status, body) = api.get("/stocks/FishCo").await;
-    assert_eq!(status, 503, "no cached answer while the feed is down: {body}");
+    assert_eq!(
+        status, 503,
+        "no cached answer while the feed is down: {body}"
+    );
 
     phase!("restart the catalog: the feed comes back and caching resumes");
-    system.cluster().restart(Role::Catalog, None).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Catalog, None)
+        .await
+        .expect("restart");
     system.wait_caching().await;
-    let hits = api.get("/cache").await.1["data"]["hits"].as_u64().expect("hits");
+    let hits = api.get("/cache").await.1["data"]["hits"]
+        .as_u64()
+        .expect("hits");
     assert_eq!(api.quantity("FishCo").await, 100);
     assert_eq!(api.quantity("FishCo").await, 100);
-    let after = api.get("/cache").await.1["data"]["hits"].as_u64().expect("hits");
+    let after = api.get("/cache").await.1["data"]["hits"]
+        .as_u64()
+        .expect("hits");
     assert_eq!(after, hits + 1, "the second lookup is a hit again");
 }
 

@@ -20,12 +20,18 @@ fn assert_fails(args: &[&str], code: i32, fragment: &str) {
     let output = run_bazaar(args, RUN_TIMEOUT);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(code), "stderr: {err}");
-    assert!(err.contains(fragment), "stderr should mention {fragment:?}: {err}");
+    assert!(
+        err.contains(fragment),
+        "stderr should mention {fragment:?}: {err}"
+    );
     assert!(
         err.lines().any(|l| l.starts_with("error:")),
         "one line starting with `error:`: {err}"
     );
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
 }
 
 fn write(path: &Path, text: &str) {
@@ -37,19 +43,53 @@ fn bad_flags_exit_2_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("c.db");
     let db = db.to_str().expect("utf-8 path");
-    assert_fails(&["catalog", "--listen", "127.0.0.1:99999", "--db", db], 2, "invalid value");
-    assert_fails(&["catalog", "--listen", "nowhere", "--db", db], 2, "invalid value");
-    assert_fails(&["catalog", "--db", db, "--restock-interval", "10"], 2, "not a duration");
-    assert_fails(&["catalog", "--db", db, "--restock-interval", "1ms"], 2, "shorter than");
-    assert_fails(&["catalog", "--db", db, "--restock-to", "0"], 2, "--restock-to");
-    assert_fails(&["order", "--id", "0"], 2, "replica id");
-    assert_fails(&["order", "--id", "1", "--peers", "1=localhost:1"], 2, "http://");
     assert_fails(
-        &["order", "--id", "4", "--peers", "1=http://127.0.0.1:1,2=http://127.0.0.1:2"],
+        &["catalog", "--listen", "127.0.0.1:99999", "--db", db],
+        2,
+        "invalid value",
+    );
+    assert_fails(
+        &["catalog", "--listen", "nowhere", "--db", db],
+        2,
+        "invalid value",
+    );
+    assert_fails(
+        &["catalog", "--db", db, "--restock-interval", "10"],
+        2,
+        "not a duration",
+    );
+    assert_fails(
+        &["catalog", "--db", db, "--restock-interval", "1ms"],
+        2,
+        "shorter than",
+    );
+    assert_fails(
+        &["catalog", "--db", db, "--restock-to", "0"],
+        2,
+        "--restock-to",
+    );
+    assert_fails(&["order", "--id", "0"], 2, "replica id");
+    assert_fails(
+        &["order", "--id", "1", "--peers", "1=localhost:1"],
+        2,
+        "http://",
+    );
+    assert_fails(
+        &[
+            "order",
+            "--id",
+            "4",
+            "--peers",
+            "1=http://127.0.0.1:1,2=http://127.0.0.1:2",
+        ],
         2,
         "not this replica",
     );
-    assert_fails(&["order", "--id", "1", "--catalog", "ftp://x:1"], 2, "--catalog");
+    assert_fails(
+        &["order", "--id", "1", "--catalog", "ftp://x:1"],
+        2,
+        "--catalog",
+    );
     assert_fails(&["frontend", "--cache-size", "0"], 2, "--cache-size");
     assert_fails(&["frontend", "--replicas", ""], 2, "no order replica");
     assert_fails(&["frontend", "--feed-lease", "1h"], 2, "--feed-lease");
@@ -64,14 +104,29 @@ fn bad_files_exit_non_zero_naming_the_file() {
     let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
 
     phase!("a catalog CSV with a bad line names the file and the line");
-    write(&dir.path().join("bad.csv"), "name,price,quantity\nA,1.00,5\nB,cheap,5\n");
+    write(
+        &dir.path().join("bad.csv"),
+        "name,price,quantity\nA,1.00,5\nB,cheap,5\n",
+    );
     assert_fails(
-        &["catalog", "--db", &path("fresh.db"), "--stocks", &path("bad.csv")],
+        &[
+            "catalog",
+            "--db",
+            &path("fresh.db"),
+            "--stocks",
+            &path("bad.csv"),
+        ],
         2,
         "bad.csv line 3: price \"cheap\"",
     );
     assert_fails(
-        &["catalog", "--db", &path("fresh2.db"), "--stocks", &path("missing.csv")],
+        &[
+            "catalog",
+            "--db",
+            &path("fresh2.db"),
+            "--stocks",
+            &path("missing.csv"),
+        ],
         2,
         "cannot read catalog file",
     );
@@ -91,7 +146,11 @@ fn bad_files_exit_non_zero_naming_the_file() {
 
     phase!("database files that are not databases");
     write(&dir.path().join("junk.db"), &"junk".repeat(2000));
-    assert_fails(&["catalog", "--db", &path("junk.db")], 1, "is not a SQLite database");
+    assert_fails(
+        &["catalog", "--db", &path("junk.db")],
+        1,
+        "is not a SQLite database",
+    );
     assert_fails(
         &["order", "--id", "1", "--db", &path("junk.db")],
         1,
@@ -99,7 +158,11 @@ fn bad_files_exit_non_zero_naming_the_file() {
     );
 
     phase!("verify on a directory without databases");
-    assert_fails(&["verify", "--data-dir", &path("")], 1, "no order replica databases");
+    assert_fails(
+        &["verify", "--data-dir", &path("")],
+        1,
+        "no order replica databases",
+    );
 }
 
 #[test]
@@ -109,7 +172,11 @@ fn a_busy_port_or_database_is_reported() {
     let addr = taken.local_addr().expect("addr").to_string();
     let db = dir.path().join("c.db");
     let db = db.to_str().expect("utf-8");
-    assert_fails(&["catalog", "--listen", &addr, "--db", db], 1, "cannot listen on");
+    assert_fails(
+        &["catalog", "--listen", &addr, "--db", db],
+        1,
+        "cannot listen on",
+    );
 
     phase!("a second catalog on the same database is refused while the first runs");
     let shared = dir.path().join("shared.db");
@@ -126,7 +193,10 @@ fn a_busy_port_or_database_is_reported() {
         .expect("spawn");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(std::time::Instant::now() < deadline, "first catalog never listened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first catalog never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_fails(

@@ -11,7 +11,11 @@ use crate::support::{System, Traded, Traders, checks};
 /// After the system is quiet: all logs identical and dense, every acknowledged order in each,
 /// and `verify` (one-to-one with the catalog, conservation) passes.
 async fn assert_converged(system: &System, traded: &Traded) {
-    assert!(traded.errors.is_empty(), "clients saw errors: {:?}", traded.errors);
+    assert!(
+        traded.errors.is_empty(),
+        "clients saw errors: {:?}",
+        traded.errors
+    );
     assert!(!traded.acked.is_empty(), "nothing was traded");
     let n = traded.acked.len() as u64;
     assert_eq!(
@@ -30,7 +34,10 @@ async fn assert_converged(system: &System, traded: &Traded) {
 
 async fn role_of(system: &System, id: u8) -> String {
     let (_, status) = system.replica(id).get("/health").await;
-    status["data"]["role"].as_str().unwrap_or_default().to_owned()
+    status["data"]["role"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,12 +47,19 @@ async fn killing_the_leader_under_load_loses_nothing_and_clients_see_no_error() 
     tokio::time::sleep(Duration::from_millis(800)).await;
     let leader = system.leader().await;
     phase!("SIGKILL the leader (replica {leader}) while 5 clients trade");
-    system.cluster().kill(Role::Order, Some(leader)).expect("kill");
+    system
+        .cluster()
+        .kill(Role::Order, Some(leader))
+        .expect("kill");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let traded = traders.stop().await;
     assert_ne!(system.leader().await, leader, "a new leader took over");
     phase!("restart the old leader; it catches up");
-    system.cluster().restart(Role::Order, Some(leader)).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Order, Some(leader))
+        .await
+        .expect("restart");
     assert_converged(&system, &traded).await;
 }
 
@@ -58,7 +72,11 @@ async fn a_killed_follower_catches_up_after_restart() {
     system.cluster().kill(Role::Order, Some(1)).expect("kill");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     phase!("restart it while the traders go on");
-    system.cluster().restart(Role::Order, Some(1)).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Order, Some(1))
+        .await
+        .expect("restart");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let traded = traders.stop().await;
     assert_eq!(system.leader().await, 3, "the leader never changed");
@@ -78,7 +96,11 @@ async fn a_restarted_leader_rejoins_as_a_follower() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(system.leader().await, 2);
     phase!("restart 3: it follows 2, and the front-end keeps 2");
-    system.cluster().restart(Role::Order, Some(3)).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Order, Some(3))
+        .await
+        .expect("restart");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut traded = traders.stop().await;
     traded.acked.extend(0..5);
@@ -99,8 +121,16 @@ async fn with_two_replicas_down_trading_goes_on_and_all_converge() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(system.leader().await, 1);
     phase!("restart both");
-    system.cluster().restart(Role::Order, Some(2)).await.expect("restart");
-    system.cluster().restart(Role::Order, Some(3)).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Order, Some(2))
+        .await
+        .expect("restart");
+    system
+        .cluster()
+        .restart(Role::Order, Some(3))
+        .await
+        .expect("restart");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let traded = traders.stop().await;
     assert_converged(&system, &traded).await;
@@ -112,7 +142,11 @@ async fn with_the_highest_id_dead_at_start_the_next_leads() {
     phase!("replica 3 is down when the front-end starts");
     system.cluster().kill(Role::Order, Some(3)).expect("kill");
     system.cluster().kill(Role::Frontend, None).expect("kill");
-    system.cluster().restart(Role::Frontend, None).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Frontend, None)
+        .await
+        .expect("restart");
     assert_eq!(system.leader().await, 2);
     assert!(system.api().trade("FishCo", "buy", 1).await.is_ok());
 }
@@ -125,9 +159,16 @@ async fn repeated_leader_kills_leave_the_catalog_and_the_log_matching() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let leader = system.leader().await;
         phase!("round {round}: kill leader {leader} mid-trade, restart it a moment later");
-        system.cluster().kill(Role::Order, Some(leader)).expect("kill");
+        system
+            .cluster()
+            .kill(Role::Order, Some(leader))
+            .expect("kill");
         tokio::time::sleep(Duration::from_millis(400)).await;
-        system.cluster().restart(Role::Order, Some(leader)).await.expect("restart");
+        system
+            .cluster()
+            .restart(Role::Order, Some(leader))
+            .await
+            .expect("restart");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let traded = traders.stop().await;
@@ -145,7 +186,10 @@ async fn orphaned_reservations_are_settled_by_the_new_leader() {
     }
     let (_, status) = system.replica(3).get("/health").await;
     let epoch = status["data"]["epoch"].as_u64().expect("epoch");
-    let (_, last) = system.replica(3).get("/internal/orders?from=2&limit=1").await;
+    let (_, last) = system
+        .replica(3)
+        .get("/internal/orders?from=2&limit=1")
+        .await;
     let last_id = last["data"][0]["request_id"].clone();
 
     phase!("leader 3 reserved two buys; it replicated one order to the followers and died");
@@ -186,8 +230,16 @@ async fn orphaned_reservations_are_settled_by_the_new_leader() {
     };
     assert_eq!(state_of(committed), Some(json!("confirmed")));
     assert_eq!(state_of(orphan), Some(json!("cancelled")));
-    assert_eq!(api.quantity("BoarCo").await, 90, "only the committed buy took shares");
-    system.cluster().restart(Role::Order, Some(3)).await.expect("restart");
+    assert_eq!(
+        api.quantity("BoarCo").await,
+        90,
+        "only the committed buy took shares"
+    );
+    system
+        .cluster()
+        .restart(Role::Order, Some(3))
+        .await
+        .expect("restart");
     system.wait_replicas_equal(&[1, 2, 3]).await;
     checks::assert_verified(&system.data_dir());
 }

@@ -16,14 +16,22 @@ async fn state_survives_restarting_each_service_and_the_whole_system() {
 
     phase!("kill -9 and restart the catalog: quantities survive");
     system.cluster().kill(Role::Catalog, None).expect("kill");
-    system.cluster().restart(Role::Catalog, None).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Catalog, None)
+        .await
+        .expect("restart");
     assert_eq!(api.quantity("BoarCo").await, 94);
     assert_eq!(api.quantity("LionCo").await, 93);
 
     phase!("kill -9 and restart every replica in turn: orders survive");
     for id in 1..=3 {
         system.cluster().kill(Role::Order, Some(id)).expect("kill");
-        system.cluster().restart(Role::Order, Some(id)).await.expect("restart");
+        system
+            .cluster()
+            .restart(Role::Order, Some(id))
+            .await
+            .expect("restart");
     }
     let (status, order) = api.get("/orders/2").await;
     assert_eq!(status, 200, "{order}");
@@ -31,7 +39,11 @@ async fn state_survives_restarting_each_service_and_the_whole_system() {
 
     phase!("restart the front-end: same answers");
     system.cluster().kill(Role::Frontend, None).expect("kill");
-    system.cluster().restart(Role::Frontend, None).await.expect("restart");
+    system
+        .cluster()
+        .restart(Role::Frontend, None)
+        .await
+        .expect("restart");
     assert_eq!(api.quantity("BoarCo").await, 94);
     assert_eq!(api.trade("BoarCo", "buy", 1).await, Ok(3));
 
@@ -41,9 +53,16 @@ async fn state_survives_restarting_each_service_and_the_whole_system() {
     let cluster = Cluster::start(spec).await.expect("start again");
     let api = Api::new(cluster.frontend_url());
     assert_eq!(api.quantity("BoarCo").await, 93);
-    assert_eq!(api.trade("FishCo", "sell", 1).await, Ok(4), "numbering continues");
+    assert_eq!(
+        api.trade("FishCo", "sell", 1).await,
+        Ok(4),
+        "numbering continues"
+    );
     let (status, order) = api.get("/orders/0").await;
-    assert_eq!((status, order["data"]["quantity"].as_u64()), (200, Some(10)));
+    assert_eq!(
+        (status, order["data"]["quantity"].as_u64()),
+        (200, Some(10))
+    );
     system.cluster = Some(cluster);
     system.wait_replicas_equal(&[1, 2, 3]).await;
     system.wait_quiet().await;

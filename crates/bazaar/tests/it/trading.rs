@@ -26,11 +26,18 @@ async fn concurrent_traders_never_oversell_and_numbers_are_dense() {
             let mut acked = Vec::new();
             let mut refused = 0;
             for i in 0..TRADES_PER_CLIENT {
-                let (kind, quantity) = if (client + i) % 4 == 0 { ("sell", 2) } else { ("buy", 5) };
+                let (kind, quantity) = if (client + i) % 4 == 0 {
+                    ("sell", 2)
+                } else {
+                    ("buy", 5)
+                };
                 match api.trade(stock, kind, quantity).await {
                     Ok(number) => {
                         let signed = i64::try_from(quantity).expect("small");
-                        net.fetch_add(if kind == "sell" { signed } else { -signed }, Ordering::SeqCst);
+                        net.fetch_add(
+                            if kind == "sell" { signed } else { -signed },
+                            Ordering::SeqCst,
+                        );
                         acked.push(number);
                     }
                     Err((409, _)) => refused += 1,
@@ -54,9 +61,16 @@ async fn concurrent_traders_never_oversell_and_numbers_are_dense() {
     phase!("final quantity = initial + sells - buys; numbers are 0..N-1");
     let expected = initial + net.load(Ordering::SeqCst);
     assert!(expected >= 0);
-    assert_eq!(i64::try_from(api.quantity(stock).await).expect("small"), expected);
+    assert_eq!(
+        i64::try_from(api.quantity(stock).await).expect("small"),
+        expected
+    );
     let n = acked.len() as u64;
-    assert_eq!(acked, (0..n).collect::<BTreeSet<_>>(), "numbers must be dense");
+    assert_eq!(
+        acked,
+        (0..n).collect::<BTreeSet<_>>(),
+        "numbers must be dense"
+    );
 
     phase!("the databases agree");
     system.wait_replicas_equal(&[1, 2, 3]).await;

@@ -51,9 +51,16 @@ pub fn assert_acked_present(dir: &Path, acked: &BTreeSet<u64>) {
     for (id, log) in logs(dir) {
         let numbers: BTreeSet<u64> = log.iter().map(|e| e.number.0).collect();
         let missing: Vec<_> = acked.difference(&numbers).collect();
-        assert!(missing.is_empty(), "replica {id} lacks acknowledged orders {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "replica {id} lacks acknowledged orders {missing:?}"
+        );
         let requests: std::collections::HashSet<_> = log.iter().map(|e| e.request_id).collect();
-        assert_eq!(requests.len(), log.len(), "replica {id} holds a request twice");
+        assert_eq!(
+            requests.len(),
+            log.len(),
+            "replica {id} holds a request twice"
+        );
     }
 }
 

@@ -109,7 +109,12 @@ impl Api {
     }
 
     /// POST raw bytes with an optional content type.
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let mut request = self.http.post(format!("{}{path}", self.base)).body(body);
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
@@ -157,7 +162,10 @@ impl Api {
 /// Asserts the error envelope: `{"error": {"code": status, "message": non-empty}}`.
 pub fn assert_error(status: u16, body: &Value, expected: u16, fragment: &str) {
     assert_eq!(status, expected, "wrong status; body {body}");
-    assert_eq!(body["error"]["code"], expected, "code must equal the status: {body}");
+    assert_eq!(
+        body["error"]["code"], expected,
+        "code must equal the status: {body}"
+    );
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.to_lowercase().contains(&fragment.to_lowercase()),
@@ -182,7 +190,9 @@ impl System {
     pub async fn start_with(adjust: impl FnOnce(&mut ClusterSpec)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = Self::spec(dir.path(), adjust);
-        let cluster = Cluster::start(spec).await.unwrap_or_else(|e| panic!("start: {e}"));
+        let cluster = Cluster::start(spec)
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
         Self {
             dir,
             cluster: Some(cluster),
@@ -195,8 +205,10 @@ impl System {
         spec.logs = LogTarget::Dir(dir.join("logs"));
         spec.rust_log = Some("info,bazaar_frontend=debug".into());
         // Tests that make every replica unreachable should not wait the default 10 s.
-        spec.extra_args
-            .push((Role::Frontend, vec!["--failover-deadline".into(), "4s".into()]));
+        spec.extra_args.push((
+            Role::Frontend,
+            vec!["--failover-deadline".into(), "4s".into()],
+        ));
         adjust(&mut spec);
         spec
     }
@@ -241,19 +253,23 @@ impl System {
     /// Waits until every running replica reports the same last entry.
     pub async fn wait_replicas_equal(&self, ids: &[u8]) {
         let replicas: Vec<Api> = ids.iter().map(|id| self.replica(*id)).collect();
-        wait_until("every replica holds the same log tip", Duration::from_secs(20), || {
-            let replicas = replicas.clone();
-            async move {
-                let mut tips = Vec::new();
-                for r in &replicas {
-                    match r.try_get("/health").await {
-                        Some((200, body)) => tips.push(body["data"]["last"].clone()),
-                        _ => return false,
+        wait_until(
+            "every replica holds the same log tip",
+            Duration::from_secs(20),
+            || {
+                let replicas = replicas.clone();
+                async move {
+                    let mut tips = Vec::new();
+                    for r in &replicas {
+                        match r.try_get("/health").await {
+                            Some((200, body)) => tips.push(body["data"]["last"].clone()),
+                            _ => return false,
+                        }
                     }
+                    tips.windows(2).all(|w| w[0] == w[1])
                 }
-                tips.windows(2).all(|w| w[0] == w[1])
-            }
-        })
+            },
+        )
         .await;
     }
 
@@ -445,7 +461,10 @@ impl Traders {
         for handle in self.handles {
             let (acked, errors) = handle.await.expect("trader task");
             for n in acked {
-                assert!(traded.acked.insert(n), "transaction number {n} acknowledged twice");
+                assert!(
+                    traded.acked.insert(n),
+                    "transaction number {n} acknowledged twice"
+                );
             }
             traded.errors.extend(errors);
         }

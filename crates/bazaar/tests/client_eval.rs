@@ -1,0 +1,180 @@
+//! `bazaar client` and `bazaar eval` run as processes, the way people run them: against a real
+//! system started from the debug binary, on free ports, in temporary directories.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use bazaar_cluster::{Cluster, ClusterSpec, LogTarget};
+
+const BAZAAR: &str = env!("CARGO_BIN_EXE_bazaar");
+
+/// Generous for a debug build on a shared machine; a healthy run takes a few seconds.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
+
+async fn bazaar(args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(BAZAAR);
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(COMMAND_DEADLINE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("bazaar {args:?} did not finish within {COMMAND_DEADLINE:?}"))
+        .expect("bazaar runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn start_system(dir: &Path) -> Cluster {
+    let mut spec = ClusterSpec::new(BAZAAR.into(), dir.join("data"), 0);
+    spec.logs = LogTarget::Dir(dir.join("logs"));
+    Cluster::start(spec).await.expect("the system starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_trades_verifies_and_writes_json_against_a_real_system() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    eprintln!("phase: start a system so the client has something real to verify");
+    let cluster = start_system(dir.path()).await;
+    let json = dir.path().join("report.json");
+    let frontend = cluster.frontend_url();
+
+    eprintln!("phase: run 2 clients x 20 iterations with trades");
+    let out = bazaar(&[
+        "client",
+        "--frontend",
+        &frontend,
+        "--clients",
+        "2",
+        "--iterations",
+        "20",
+        "--p",
+        "0.5",
+        "--seed",
+        "3",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    cluster.shutdown().await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("result: OK"), "{stdout}");
+    assert!(stdout.contains("lookup"), "{stdout}");
+
+    eprintln!("phase: the JSON holds the same numbers");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid JSON");
+    assert_eq!(report["lookup"]["count"], 40);
+    assert_eq!(report["seed"], 3);
+    assert_eq!(report["mismatches"], 0);
+    let acknowledged = report["orders_recorded"].as_u64().expect("a number");
+    assert!(acknowledged > 0, "p = 0.5 over 40 iterations trades");
+    assert_eq!(report["orders_verified"].as_u64(), Some(acknowledged));
+}
+
+#[tokio::test]
+async fn bad_client_flags_give_one_line_and_exit_2() {
+    for (args, needle) in [
+        (vec!["--p", "1.5"], "--p 1.5"),
+        (vec!["--clients", "0"], "--clients 0"),
+        (vec!["--iterations", "0"], "--iterations 0"),
+        (vec!["--frontend", "ftp://127.0.0.1:1"], "only http"),
+        (vec!["--frontend", "127.0.0.1:8080"], "no scheme"),
+    ] {
+        let mut full = vec!["client"];
+        full.extend(&args);
+        let out = bazaar(&full).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_writes_every_row_and_readable_plots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("eval");
+    let out_arg = out_dir.to_str().expect("utf-8 path");
+
+    eprintln!("phase: a tiny sweep, which starts and stops two systems itself");
+    let out = bazaar(&[
+        "eval",
+        "--out",
+        out_arg,
+        "--clients",
+        "2",
+        "--iterations",
+        "5",
+        "--timeline",
+        "1s",
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("eval: OK"), "{stdout}");
+    assert!(stdout.contains("verify: OK"), "{stdout}");
+
+    eprintln!("phase: one CSV row per cache setting x p x request type");
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).expect("results.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "cache,p,request,count,errors,rejected,mean_us,p50_us,p90_us,p99_us,max_us"
+    );
+    let mut keys: Vec<(String, String, String)> = lines[1..]
+        .iter()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 11, "{line}");
+            (fields[0].into(), fields[1].into(), fields[2].into())
+        })
+        .collect();
+    keys.sort();
+    let mut expected = Vec::new();
+    for cache in ["off", "on"] {
+        for p in ["0.0", "0.2", "0.4", "0.6", "0.8"] {
+            for request in ["lookup", "order_query", "trade"] {
+                expected.push((cache.into(), p.into(), request.into()));
+            }
+        }
+    }
+    expected.sort();
+    assert_eq!(keys, expected);
+    for line in &lines[1..] {
+        if line.contains(",lookup,") {
+            assert!(
+                line.contains(",10,0,"),
+                "2 clients x 5 lookups, no errors: {line}"
+            );
+        }
+    }
+
+    eprintln!("phase: every figure exists as a real PNG and SVG");
+    for figure in [
+        "latency_lookup",
+        "latency_trade",
+        "latency_order_query",
+        "cache_timeline",
+    ] {
+        let png = std::fs::read(out_dir.join(format!("{figure}.png"))).expect("png written");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{figure}.png is not a PNG"
+        );
+        assert!(png.len() > 5_000, "{figure}.png is suspiciously small");
+        let svg = std::fs::read_to_string(out_dir.join(format!("{figure}.svg"))).expect("svg");
+        assert!(svg.contains("<svg"), "{figure}.svg has no <svg>");
+        assert!(
+            svg.trim_end().ends_with("</svg>"),
+            "{figure}.svg is cut short"
+        );
+        assert!(svg.contains("<text"), "{figure}.svg has no text");
+    }
+    assert!(out_dir.join("logs/cache-on/frontend.log").is_file());
+}
