@@ -147,8 +147,14 @@ mod tests {
     #[test]
     fn replica_id_zero_is_refused_on_the_wire() {
         assert!(serde_json::from_str::<ReplicaId>("0").is_err());
-        assert_eq!(serde_json::from_str::<ReplicaId>("2").ok(), Some(ReplicaId(2)));
-        assert_eq!(serde_json::to_string(&ReplicaId(2)).ok().as_deref(), Some("2"));
+        assert_eq!(
+            serde_json::from_str::<ReplicaId>("2").ok(),
+            Some(ReplicaId(2))
+        );
+        assert_eq!(
+            serde_json::to_string(&ReplicaId(2)).ok().as_deref(),
+            Some("2")
+        );
     }
 
     #[test]

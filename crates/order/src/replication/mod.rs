@@ -568,7 +568,9 @@ impl Replicator {
     /// [`Error::BadRequest`] for a malformed batch; sync and storage failures.
     pub async fn on_append(&self, request: AppendRequest) -> Result<AppendReply> {
         if request.leader == self.inner.id {
-            return Err(Error::BadRequest("a replica cannot append to itself".into()));
+            return Err(Error::BadRequest(
+                "a replica cannot append to itself".into(),
+            ));
         }
         self.check_member(request.leader)?;
         let _log = self.inner.log_lock.lock().await;
