@@ -81,6 +81,10 @@ pub struct OrderTrade {
     pub kind: TradeType,
     /// Shares.
     pub quantity: u64,
+    /// 0 on the front-end's first attempt, counted up on each retry. A first attempt's request
+    /// id is brand new, so the leader skips looking for it in the log.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// Successful reply to a trade.

@@ -10,7 +10,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bazaar_api::catalog::{TradeRecord, TradeSettle, TradeTry, TradesQuery};
-use bazaar_api::{Data, RequestId, StockState, validate_stock_name};
+use bazaar_api::{Data, Epoch, RequestId, StockState, Version, validate_stock_name};
 use bazaar_service::{ApiError, Json, Path, Query};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -100,14 +100,53 @@ fn count(app: &AppState, step: &'static str, result: &Result<impl Sized>) {
         .inc();
 }
 
+/// Confirms, and pushes the invalidation to every front-end before answering.
+async fn confirm(app: &AppState, id: RequestId, epoch: Epoch) -> Result<TradeRecord, ApiError> {
+    // The invalidation travels while the commit is written: front-ends refuse fills older
+    // than the version it names, so reading the still-published old state cannot be cached.
+    // It runs in its own task so a caller that disconnects cannot cut it short.
+    let (prepared, version_known) = tokio::sync::oneshot::channel::<(String, Version)>();
+    let feed = app.feed.clone();
+    let early = tokio::spawn(
+        async move {
+            let Ok((name, version)) = version_known.await else {
+                return false;
+            };
+            feed.invalidate(&name, version).await;
+            true
+        }
+        .in_current_span(),
+    );
+    let result = app.store.trade_confirm_with(id, epoch, prepared).await;
+    count(app, "confirm", &result);
+    let pushed = early.await.unwrap_or(false);
+    let settled = result.map_err(|e| ApiError::from(&e))?;
+    if !pushed {
+        // A repeated confirm: the first attempt's caller may have vanished before every
+        // front-end acknowledged, and this one is about to acknowledge the trade.
+        let feed = app.feed.clone();
+        let name = settled.record.name.clone();
+        let again = tokio::spawn(
+            async move { feed.invalidate(&name, settled.version).await }.in_current_span(),
+        );
+        if let Err(e) = again.await {
+            tracing::error!(error = %e, "invalidation task failed");
+            return Err(ApiError::internal());
+        }
+    }
+    Ok(settled.record)
+}
+
 async fn trade_try(
     State(app): State<AppState>,
     Json(trade): Json<TradeTry>,
-) -> Result<Json<Data<TradeRecord>>> {
-    validate_stock_name(&trade.name).map_err(|_| Error::UnknownStock(trade.name.clone()))?;
+) -> Result<Json<Data<TradeRecord>>, ApiError> {
+    if validate_stock_name(&trade.name).is_err() {
+        return Err(ApiError::from(&Error::UnknownStock(trade.name)));
+    }
     let result = app.store.trade_try(trade).await;
     count(&app, "try", &result);
-    Ok(Json(Data::new(result?)))
+    Ok(Json(Data::new(result.map_err(|e| ApiError::from(&e))?)))
 }
 
 fn parse_request_id(text: &str) -> Result<RequestId, ApiError> {
@@ -118,35 +157,22 @@ async fn trade_confirm(
     State(app): State<AppState>,
     Path(request_id): Path<String>,
     Json(settle): Json<TradeSettle>,
-) -> Result<Json<Data<TradeRecord>>, Response> {
-    let id = parse_request_id(&request_id).map_err(IntoResponse::into_response)?;
-    let result = app.store.trade_confirm(id, settle.epoch).await;
-    count(&app, "confirm", &result);
-    let settled = result.map_err(IntoResponse::into_response)?;
-    // A retried confirm invalidates again: the first attempt's caller may have vanished
-    // before every front-end acknowledged, and the retry is about to acknowledge the trade.
-    // The push runs in its own task so a caller that disconnects cannot cut it short.
-    let feed = app.feed.clone();
-    let name = settled.record.name.clone();
-    let pushed = tokio::spawn(async move { feed.invalidate(&name, settled.version).await }).await;
-    if let Err(e) = pushed {
-        tracing::error!(error = %e, "invalidation task failed");
-        return Err(ApiError::internal().into_response());
-    }
-    Ok(Json(Data::new(settled.record)))
+) -> Result<Json<Data<TradeRecord>>, ApiError> {
+    let request_id = parse_request_id(&request_id)?;
+    Ok(Json(Data::new(
+        confirm(&app, request_id, settle.epoch).await?,
+    )))
 }
 
 async fn trade_cancel(
     State(app): State<AppState>,
     Path(request_id): Path<String>,
     Json(settle): Json<TradeSettle>,
-) -> Result<Json<Data<TradeRecord>>, Response> {
-    let id = parse_request_id(&request_id).map_err(IntoResponse::into_response)?;
-    let result = app.store.trade_cancel(id, settle.epoch).await;
+) -> Result<Json<Data<TradeRecord>>, ApiError> {
+    let request_id = parse_request_id(&request_id)?;
+    let result = app.store.trade_cancel(request_id, settle.epoch).await;
     count(&app, "cancel", &result);
-    Ok(Json(Data::new(
-        result.map_err(IntoResponse::into_response)?,
-    )))
+    Ok(Json(Data::new(result.map_err(|e| ApiError::from(&e))?)))
 }
 
 async fn trades_list(

@@ -119,12 +119,13 @@ async fn order_create(
         name: request.name,
         kind: request.kind,
         quantity: request.quantity,
+        attempt: 0,
     };
     let ack = app.leader.trade(&trade).await?;
     if let Some(cache) = &app.cache {
         cache.drop_stock(&trade.name);
     }
-    tracing::info!(txn = %ack.transaction_number, stock = %trade.name, kind = %trade.kind, quantity = trade.quantity, "trade");
+    tracing::debug!(txn = %ack.transaction_number, stock = %trade.name, kind = %trade.kind, quantity = trade.quantity, "trade relayed");
     Ok(Json(Data::new(ack)))
 }
 

@@ -268,8 +268,12 @@ impl LeaderSelector {
     /// 404/409/400 from the saga pass through; [`Error::NoReplica`] when no leader took it before
     /// the failover deadline.
     pub async fn trade(&self, trade: &OrderTrade) -> Result<TradeAck> {
+        let attempt = std::sync::atomic::AtomicU32::new(0);
         self.with_failover(|leader| {
-            let trade = trade.clone();
+            let trade = OrderTrade {
+                attempt: attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                ..trade.clone()
+            };
             async move { leader.trade(&trade).await }
         })
         .await

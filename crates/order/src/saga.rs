@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bazaar_api::catalog::{TradeState, TradeTry, TradesQuery};
 use bazaar_api::client::{CatalogClient, ClientError};
@@ -30,6 +30,7 @@ use bazaar_api::{Epoch, RequestId, TxnNumber};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,6 +61,17 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// Labels of the saga step histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: &'static str,
+}
+
+fn step_histogram() -> Histogram {
+    // 50 us doubling to about 0.4 s: a step is a round trip plus (mostly) one fsync.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
+}
+
 /// Runs trades and reconciliation; cheap to clone.
 #[derive(Clone)]
 pub struct Trader {
@@ -73,6 +85,8 @@ struct Inner {
     in_flight: Mutex<HashMap<RequestId, watch::Receiver<Outcome>>>,
     tasks: TaskTracker,
     outcomes: Family<OutcomeLabels, Counter>,
+    /// Time spent in each saga step, to see where a trade's latency goes.
+    steps: Family<StepLabels, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for Trader {
@@ -102,6 +116,13 @@ impl Trader {
             "Trade sagas finished on this replica, by outcome",
             outcomes.clone(),
         );
+        let steps: Family<StepLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(step_histogram);
+        metrics.register(
+            "order_saga_step_seconds",
+            "Time of each trade saga step on the leader (lookup, try, commit, confirm)",
+            steps.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 replica,
@@ -109,6 +130,7 @@ impl Trader {
                 in_flight: Mutex::new(HashMap::new()),
                 tasks,
                 outcomes,
+                steps,
             }),
         }
     }
@@ -184,16 +206,34 @@ impl Trader {
             .inc();
     }
 
+    /// Records how long a step took.
+    fn timed(&self, step: &'static str, started: Instant) {
+        self.inner
+            .steps
+            .get_or_create(&StepLabels { step })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     async fn run(&self, trade: OrderTrade) -> Result<TxnNumber> {
         let replica = &self.inner.replica;
         let epoch = replica.leader_epoch()?;
         let id = trade.request_id;
-        if let Some(number) = replica.find_request(id).await? {
+        // Only a retry can find its request id in a log: a first attempt's id was just made.
+        let found = if trade.attempt == 0 {
+            None
+        } else {
+            let started = Instant::now();
+            let found = replica.find_request(id).await?;
+            self.timed("lookup", started);
+            found
+        };
+        if let Some(number) = found {
             // A retry of a trade whose order is committed (perhaps by an earlier leader): make
             // sure the catalog has it final, then answer with the first number.
             self.confirm(&trade, epoch).await?;
             return Ok(number);
         }
+        let started = Instant::now();
         let tried = self
             .inner
             .catalog
@@ -206,7 +246,11 @@ impl Trader {
             })
             .await
             .map_err(|e| self.catalog_error(e))?;
-        let number = match replica.commit(trade.clone()).await {
+        self.timed("try", started);
+        let started = Instant::now();
+        let committed = replica.commit(trade.clone()).await;
+        self.timed("commit", started);
+        let number = match committed {
             Ok(number) => number,
             Err(failure) => {
                 if !failure.maybe_committed && tried.state == TradeState::Reserved {
@@ -216,7 +260,9 @@ impl Trader {
             }
         };
         tracing::info!(txn = %number, request_id = %id, stock = %trade.name, kind = %trade.kind, quantity = trade.quantity, "order committed");
+        let started = Instant::now();
         self.confirm(&trade, epoch).await?;
+        self.timed("confirm", started);
         Ok(number)
     }
 

@@ -672,15 +672,20 @@ impl Replicator {
 
     async fn plan(&self, request: &AppendRequest) -> Result<AppendPlan> {
         let log = &self.inner.log;
-        let last = log.last().map(|l| l.number);
-        let mine_at_prev = match request.prev {
-            Some(prev) if last.is_some_and(|l| prev.number <= l) => log
-                .entry(prev.number)
-                .await?
-                .map(|e| bazaar_api::replica::EntryRef {
-                    number: e.number,
-                    request_id: e.request_id,
-                }),
+        let last_entry = log.last();
+        let last = last_entry.map(|l| l.number);
+        // The usual case, a batch continuing our log, needs no read: the last entry is in
+        // memory.
+        let mine_at_prev = match (request.prev, last_entry) {
+            (Some(prev), Some(l)) if prev.number == l.number => Some(l.entry_ref()),
+            (Some(prev), Some(l)) if prev.number < l.number => {
+                log.entry(prev.number)
+                    .await?
+                    .map(|e| bazaar_api::replica::EntryRef {
+                        number: e.number,
+                        request_id: e.request_id,
+                    })
+            }
             _ => None,
         };
         let first = request.prev.map_or(TxnNumber(0), |p| p.number.next());
