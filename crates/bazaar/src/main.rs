@@ -43,6 +43,8 @@ enum Command {
     Client(cmd::client::Args),
     /// Evaluation sweep: latency vs trade probability, cache on and off, with CSV and plots.
     Eval(cmd::eval::Args),
+    /// Kill and restart order replicas under load; check no acknowledged order was lost.
+    Chaos(cmd::chaos::Args),
 }
 
 /// How a command failed, which decides the exit code.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => cmd::verify::run(&args),
             Command::Client(args) => cmd::client::run(args).await,
             Command::Eval(args) => cmd::eval::run(args).await,
+            Command::Chaos(args) => cmd::chaos::run(args).await,
         }
     });
     // Background tasks that ignore shutdown must not keep the process alive.

@@ -11,9 +11,11 @@
 //! - [`cache_timeline`] — which stocks were cached when, from `GET /cache` samples.
 //! - [`plot`] — the figures, as PNG and SVG with an embedded font.
 //! - [`verify`] — consistency checks over a data directory's databases.
+//! - [`chaos`] — kills and restarts replicas under load, then checks nothing was lost.
 //! - [`error`] — why a run could not be carried out.
 
 pub mod cache_timeline;
+pub mod chaos;
 pub mod connection;
 pub mod endpoint;
 pub mod error;

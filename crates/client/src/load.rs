@@ -24,6 +24,7 @@ use hyper::{StatusCode, Uri};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, REQUEST_TIMEOUT_DEFAULT, Reply};
 use crate::endpoint::Endpoint;
@@ -86,6 +87,19 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Counters updated as the run goes, for a caller that watches it (the chaos experiment).
+    pub live: Option<Arc<LiveCounters>>,
+    /// Ends the load phase early when cancelled (the verify phase still runs).
+    pub cancel: Option<CancellationToken>,
+}
+
+/// Counters a run updates while it goes.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    /// Requests that failed (anything but the expected answers).
+    pub errors: AtomicU64,
+    /// Trades acknowledged.
+    pub trades: AtomicU64,
 }
 
 impl LoadConfig {
@@ -101,6 +115,8 @@ impl LoadConfig {
             think_time: Duration::ZERO,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             progress: false,
+            live: None,
+            cancel: None,
         }
     }
 
@@ -149,6 +165,7 @@ struct Plan {
     stop: Stop,
     trade_probability: f64,
     think_time: Duration,
+    cancel: Option<CancellationToken>,
 }
 
 #[derive(Debug)]
@@ -196,12 +213,14 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
         stop: config.stop,
         trade_probability: config.trade_probability,
         think_time: config.think_time,
+        cancel: config.cancel.clone(),
     });
 
     let progress = Progress::start(&config);
     let started = Instant::now();
     let clients = join_all((0..config.clients).map(|index| {
-        let client = SimulatedClient::new(index, connection(), config.seed);
+        let mut client = SimulatedClient::new(index, connection(), config.seed);
+        client.live.clone_from(&config.live);
         tokio::spawn(client.trade_loop(Arc::clone(&plan), progress.counter()))
     }))
     .await?;
@@ -351,6 +370,8 @@ struct SimulatedClient {
     mismatches: u64,
     mismatch_samples: Vec<String>,
     error_samples: Vec<String>,
+    /// Shared with the caller, when it watches the run.
+    live: Option<Arc<LiveCounters>>,
 }
 
 impl SimulatedClient {
@@ -369,10 +390,14 @@ impl SimulatedClient {
             mismatches: 0,
             mismatch_samples: Vec::new(),
             error_samples: Vec::new(),
+            live: None,
         }
     }
 
     fn error(&mut self, kind: RequestKind, text: impl FnOnce() -> String) {
+        if let Some(live) = &self.live {
+            live.errors.fetch_add(1, Ordering::Relaxed);
+        }
         match kind {
             RequestKind::Lookup => self.lookup.record_error(),
             RequestKind::Trade => self.trade.record_error(),
@@ -399,7 +424,12 @@ impl SimulatedClient {
             Stop::Duration(d) => (ITERATIONS_MAX, Some(Instant::now() + d)),
         };
         for _ in 0..iterations {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some_and(|d| Instant::now() >= d)
+                || plan
+                    .cancel
+                    .as_ref()
+                    .is_some_and(CancellationToken::is_cancelled)
+            {
                 break;
             }
             // Every random draw happens whatever the replies are, so a seed always gives the
@@ -471,6 +501,9 @@ impl SimulatedClient {
                 match serde_json::from_slice::<Data<TradeAck>>(&body) {
                     Ok(ack) => {
                         self.trade.record(latency);
+                        if let Some(live) = &self.live {
+                            live.trades.fetch_add(1, Ordering::Relaxed);
+                        }
                         self.orders.push(Order {
                             number: ack.data.transaction_number,
                             name: request.name,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod chaos;
 pub mod client;
 pub mod eval;
 pub mod serve;

@@ -24,6 +24,17 @@ pub enum Replication {
     Raft,
 }
 
+impl Replication {
+    /// The flag spelling, as the order replicas take it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PrimaryBackup => "primary-backup",
+            Self::Raft => "raft",
+        }
+    }
+}
+
 /// Flags of `bazaar up`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -102,11 +113,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(anyhow!("cannot find the bazaar executable: {e}")))?;
     let mut spec = ClusterSpec::new(exe, args.data_dir.clone(), args.base_port);
     spec.replicas = args.replicas;
-    spec.replication = match args.replication {
-        Replication::PrimaryBackup => "primary-backup",
-        Replication::Raft => "raft",
-    }
-    .into();
+    spec.replication = args.replication.as_str().into();
     spec.cache_size = args.cache_size;
     spec.no_cache = args.no_cache;
     spec.restock_interval = args

@@ -1,5 +1,5 @@
-//! `bazaar client` and `bazaar eval` run as processes, the way people run them: against a real
-//! system started from the debug binary, on free ports, in temporary directories.
+//! `bazaar client`, `bazaar eval` and `bazaar chaos` run as processes, the way people run them:
+//! against real systems started from the debug binary, on free ports, in temporary directories.
 
 use std::path::Path;
 use std::process::Output;
@@ -177,4 +177,51 @@ async fn eval_writes_every_row_and_readable_plots() {
         assert!(svg.contains("<text"), "{figure}.svg has no text");
     }
     assert!(out_dir.join("logs/cache-on/frontend.log").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_passes_on_a_healthy_system_and_catches_a_tampered_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let healthy = dir.path().join("healthy");
+    let json = dir.path().join("chaos.json");
+    let args = |data: &Path| {
+        vec![
+            "chaos".to_owned(),
+            "--rounds".into(),
+            "2".into(),
+            "--clients".into(),
+            "3".into(),
+            "--down".into(),
+            "500ms".into(),
+            "--settle".into(),
+            "300ms".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ]
+    };
+    let mut healthy_args = args(&healthy);
+    healthy_args.extend(["--json".into(), json.display().to_string()]);
+    let refs: Vec<&str> = healthy_args.iter().map(String::as_str).collect();
+    let output = bazaar(&refs).await;
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("verdict: OK"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[0]["leader_killed"], true, "round 1 kills the leader");
+    assert!(rounds[0]["failover_ms"].as_f64().is_some(), "{report}");
+    assert_eq!(report["load"]["mismatches"], 0);
+    assert!(report["load"]["orders_recorded"].as_u64() > Some(0));
+
+    let tampered = dir.path().join("tampered");
+    let mut tampered_args = args(&tampered);
+    tampered_args.push("--sabotage".into());
+    let refs: Vec<&str> = tampered_args.iter().map(String::as_str).collect();
+    let output = bazaar(&refs).await;
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("verdict: FAILED"), "{stdout}");
+    assert!(stdout.contains("differ at order"), "{stdout}");
 }
