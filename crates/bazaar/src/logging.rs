@@ -1,6 +1,8 @@
 //! The one tracing subscriber, installed by the binary: `RUST_LOG` filters (default `info`),
 //! `--log-format` picks human text or JSON lines, all on stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// `--log-format` values.
@@ -15,8 +17,11 @@ pub enum Format {
 /// Installs the subscriber.
 pub fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: log files (`up --log-dir`, systemd's journal) stay plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         Format::Text => builder.init(),

@@ -1,6 +1,6 @@
 //! What a local cluster consists of, and the exact command line of each service.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use crate::file::{Role, ServiceRecord};
@@ -24,6 +24,9 @@ pub struct ClusterSpec {
     pub data_dir: PathBuf,
     /// Front-end on this port, catalog on +1, order replica i on +10+i. 0: free ports.
     pub base_port: u16,
+    /// Address the front-end listens on. The catalog and the replicas always listen on
+    /// 127.0.0.1: only the public API needs to be reachable from other machines.
+    pub frontend_host: IpAddr,
     /// Number of order replicas (ids 1..=n).
     pub replicas: u8,
     /// `--replication` of the order replicas.
@@ -56,6 +59,7 @@ impl ClusterSpec {
             exe,
             data_dir,
             base_port,
+            frontend_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             replicas: 3,
             replication: "primary-backup".into(),
             cache_size: None,
@@ -139,7 +143,7 @@ impl ClusterSpec {
             exe,
             "frontend".into(),
             "--listen".into(),
-            listen(ports.frontend),
+            SocketAddr::new(self.frontend_host, ports.frontend).to_string(),
             "--catalog".into(),
             catalog_url,
             "--replicas".into(),
@@ -150,7 +154,16 @@ impl ClusterSpec {
         } else if let Some(size) = self.cache_size {
             frontend.extend(["--cache-size".into(), size.to_string()]);
         }
-        services.push(self.finish(Role::Frontend, None, url(ports.frontend), frontend));
+        // Reach the front-end where it listens; a wildcard address is reachable on loopback.
+        let frontend_url = if self.frontend_host.is_unspecified() {
+            url(ports.frontend)
+        } else {
+            format!(
+                "http://{}",
+                SocketAddr::new(self.frontend_host, ports.frontend)
+            )
+        };
+        services.push(self.finish(Role::Frontend, None, frontend_url, frontend));
         Ok(services)
     }
 

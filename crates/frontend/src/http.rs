@@ -182,3 +182,40 @@ async fn cache_get(State(app): State<AppState>) -> Json<Data<CacheView>> {
 async fn leader_get(State(app): State<AppState>) -> Result<Json<Data<LeaderView>>> {
     Ok(Json(Data::new(app.leader.view().await?)))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route of the public router, as the OpenAPI document names it.
+    const ROUTES: [&str; 9] = [
+        "/health",
+        "/stocks",
+        "/stocks/{name}",
+        "/products/{name}",
+        "/orders",
+        "/orders/{number}",
+        "/cache",
+        "/leader",
+        "/metrics",
+    ];
+
+    /// docs/openapi.yaml must describe exactly the routes the front-end serves.
+    #[test]
+    fn the_openapi_document_lists_every_route_and_no_other() {
+        let doc = include_str!("../../../docs/openapi.yaml");
+        let paths = doc
+            .split_once("\npaths:\n")
+            .and_then(|(_, rest)| rest.split_once("\ncomponents:\n"))
+            .map(|(paths, _)| paths)
+            .expect("openapi.yaml has paths and components sections");
+        let documented: Vec<&str> = paths
+            .lines()
+            .filter(|l| l.starts_with("  /") && l.ends_with(':'))
+            .map(|l| l.trim().trim_end_matches(':'))
+            .collect();
+        let mut expected = ROUTES.to_vec();
+        expected.sort_unstable();
+        let mut found = documented.clone();
+        found.sort_unstable();
+        assert_eq!(found, expected, "documented paths {documented:?}");
+    }
+}

@@ -47,6 +47,11 @@ pub struct Args {
     #[arg(long, env = "BAZAAR_BASE_PORT", default_value_t = 8080)]
     base_port: u16,
 
+    /// Address the front-end listens on (e.g. 0.0.0.0 to serve clients on other machines);
+    /// the catalog and the replicas stay on 127.0.0.1.
+    #[arg(long, env = "BAZAAR_FRONTEND_HOST", default_value = "127.0.0.1")]
+    frontend_host: std::net::IpAddr,
+
     /// Number of order replicas (ids 1..=N).
     #[arg(long, env = "BAZAAR_REPLICA_COUNT", default_value_t = 3)]
     replicas: u8,
@@ -113,6 +118,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(anyhow!("cannot find the bazaar executable: {e}")))?;
     let mut spec = ClusterSpec::new(exe, args.data_dir.clone(), args.base_port);
     spec.replicas = args.replicas;
+    spec.frontend_host = args.frontend_host;
     spec.replication = args.replication.as_str().into();
     spec.cache_size = args.cache_size;
     spec.no_cache = args.no_cache;
