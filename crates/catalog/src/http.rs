@@ -10,7 +10,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bazaar_api::catalog::{TradeRecord, TradeSettle, TradeTry, TradesQuery};
-use bazaar_api::{Data, Epoch, RequestId, StockState, Version, validate_stock_name};
+use bazaar_api::{Data, Epoch, RequestId, StockState, validate_stock_name};
 use bazaar_service::{ApiError, Json, Path, Query};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -102,37 +102,25 @@ fn count(app: &AppState, step: &'static str, result: &Result<impl Sized>) {
 
 /// Confirms, and pushes the invalidation to every front-end before answering.
 async fn confirm(app: &AppState, id: RequestId, epoch: Epoch) -> Result<TradeRecord, ApiError> {
-    // The invalidation travels while the commit is written: front-ends refuse fills older
-    // than the version it names, so reading the still-published old state cannot be cached.
-    // It runs in its own task so a caller that disconnects cannot cut it short.
-    let (prepared, version_known) = tokio::sync::oneshot::channel::<(String, Version)>();
-    let feed = app.feed.clone();
-    let early = tokio::spawn(
-        async move {
-            let Ok((name, version)) = version_known.await else {
-                return false;
-            };
-            feed.invalidate(&name, version).await;
-            true
-        }
-        .in_current_span(),
-    );
-    let result = app.store.trade_confirm_with(id, epoch, prepared).await;
+    let result = app.store.trade_confirm(id, epoch).await;
     count(app, "confirm", &result);
-    let pushed = early.await.unwrap_or(false);
     let settled = result.map_err(|e| ApiError::from(&e))?;
-    if !pushed {
-        // A repeated confirm: the first attempt's caller may have vanished before every
-        // front-end acknowledged, and this one is about to acknowledge the trade.
-        let feed = app.feed.clone();
-        let name = settled.record.name.clone();
-        let again = tokio::spawn(
-            async move { feed.invalidate(&name, settled.version).await }.in_current_span(),
-        );
-        if let Err(e) = again.await {
-            tracing::error!(error = %e, "invalidation task failed");
-            return Err(ApiError::internal());
-        }
+    // The push starts only now, after the commit published the new state: a front-end that
+    // subscribes at any moment is either in the subscriber set the push takes, or subscribed
+    // after the publication, so whatever it caches is new. (Pushing before the publication
+    // would miss a front-end that subscribes in between and caches the old state.) A repeated
+    // confirm pushes again: the first caller may have vanished before every front-end
+    // acknowledged, and this one is about to acknowledge the trade. The push runs in its own
+    // task so a caller that disconnects cannot cut it short.
+    let feed = app.feed.clone();
+    let name = settled.record.name.clone();
+    let pushed = tokio::spawn(
+        async move { feed.invalidate(&name, settled.version).await }.in_current_span(),
+    )
+    .await;
+    if let Err(e) = pushed {
+        tracing::error!(error = %e, "invalidation task failed");
+        return Err(ApiError::internal());
     }
     Ok(settled.record)
 }

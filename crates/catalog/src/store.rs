@@ -75,13 +75,9 @@ pub struct Settled {
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
-/// Told the stock and its new version as soon as a confirm has computed them, before the
-/// change is durable, so invalidations can travel while the commit is written.
-pub type Prepared = oneshot::Sender<(String, Version)>;
-
 enum Command {
     Try(TradeTry, Reply<TradeRecord>),
-    Confirm(RequestId, Epoch, Option<Prepared>, Reply<Settled>),
+    Confirm(RequestId, Epoch, Reply<Settled>),
     Cancel(RequestId, Epoch, Reply<TradeRecord>),
     Restock(u64, Reply<Vec<(String, Version)>>),
 }
@@ -178,24 +174,7 @@ impl Store {
     /// # Errors
     /// See [`Error`].
     pub async fn trade_confirm(&self, id: RequestId, epoch: Epoch) -> Result<Settled> {
-        self.call(|reply| Command::Confirm(id, epoch, None, reply))
-            .await
-    }
-
-    /// Confirms a reservation like [`Store::trade_confirm`], and sends the stock and its new
-    /// version to `prepared` as soon as they are known, before the commit. Nothing is sent when
-    /// the confirm changes nothing (a repeat) or fails.
-    ///
-    /// # Errors
-    /// See [`Error`].
-    pub async fn trade_confirm_with(
-        &self,
-        id: RequestId,
-        epoch: Epoch,
-        prepared: Prepared,
-    ) -> Result<Settled> {
-        self.call(|reply| Command::Confirm(id, epoch, Some(prepared), reply))
-            .await
+        self.call(|reply| Command::Confirm(id, epoch, reply)).await
     }
 
     /// Cancels a reservation (idempotent).
@@ -454,13 +433,13 @@ impl Writer {
                     reply,
                     try_trade(&db_tx, &mut self.rows, &mut self.fence, &trade, now)?,
                 ),
-                Command::Confirm(id, epoch, prepared, reply) => defer(
+                Command::Confirm(id, epoch, reply) => defer(
                     reply,
                     confirm(
                         &db_tx,
                         &mut self.rows,
                         &mut self.fence,
-                        (id, epoch, prepared),
+                        (id, epoch),
                         now,
                         &mut touched,
                     )?,
@@ -628,7 +607,7 @@ fn confirm(
     db_tx: &Transaction<'_>,
     rows: &mut BTreeMap<String, StockRow>,
     newest: &mut Epoch,
-    (id, epoch, prepared): (RequestId, Epoch, Option<Prepared>),
+    (id, epoch): (RequestId, Epoch),
     now: u64,
     touched: &mut BTreeSet<String>,
 ) -> rusqlite::Result<Result<Settled>> {
@@ -649,10 +628,6 @@ fn confirm(
         })),
         TradeState::Reserved => {
             row.apply(record.kind, record.quantity);
-            if let Some(prepared) = prepared {
-                // The receiver may be gone (its caller disconnected); the confirm stands.
-                let _ = prepared.send((record.name.clone(), row.version));
-            }
             save_stock(db_tx, row)?;
             record.state = TradeState::Confirmed;
             record.updated_ms = now;
