@@ -344,7 +344,7 @@ async fn run_round(
     let ids = cluster.replica_ids();
     let leader = api.leader().await.ok().map(|l| l.id.0);
     let raft = config.replication == "raft";
-    let majority_round = raft && round % 3 == 0 && ids.len() >= 3;
+    let majority_round = raft && round.is_multiple_of(3) && ids.len() >= 3;
     let mut killed: Vec<u8> = Vec::new();
     if round == 1
         && let Some(l) = leader

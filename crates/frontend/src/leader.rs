@@ -10,14 +10,24 @@
 //! re-selection and is retried with the same request id. Concurrent failures trigger one
 //! re-selection: each caller passes the generation it saw fail, and a caller that finds a newer
 //! generation simply uses it.
+//!
+//! Raft mode (learned from the replicas' `/health`): the replicas elect their leader, so the
+//! front-end never sends leader notices; it discovers the leader instead. A "not leader" reply
+//! naming the leader is followed at once; otherwise (a connection failure, an election in
+//! progress, a leader that answers 503) every replica's health is polled every
+//! [`RAFT_POLL_PAUSE`] until one reports itself leader, within the failover deadline. When fewer
+//! than a majority of the replicas answer, no leader can commit anything, so the request fails
+//! at once with 503 instead of waiting out the deadline.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bazaar_api::client::{ClientError, ClientResult, Http, LeaderView, ReplicaClient};
-use bazaar_api::replica::{LeaderNotice, OrderTrade, ReplicaStatus, TradeAck};
-use bazaar_api::{Epoch, Order, ReplicaId, TxnNumber};
+use bazaar_api::replica::{
+    LeaderNotice, OrderTrade, ReplicaRole, ReplicaStatus, ReplicationMode, TradeAck,
+};
+use bazaar_api::{Epoch, LeaderHint, Order, ReplicaId, TxnNumber};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -41,6 +51,14 @@ pub const FAILOVER_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
 /// First and longest pause between retries of a busy or absent leader.
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
+
+/// Raft mode: pause between polls of the replicas' health while no leader is known. An
+/// election on loopback takes a few hundred milliseconds; polling faster only adds load.
+pub const RAFT_POLL_PAUSE: Duration = Duration::from_millis(25);
+
+/// Raft mode: "not leader" hints followed in a row by one request before it falls back to
+/// polling (a hint can name a leader that just died).
+const HINTS_FOLLOWED_MAX: u32 = 3;
 
 /// Leader counters exported at `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +110,8 @@ struct Inner {
     /// Highest id first.
     replicas: Vec<ReplicaClient>,
     current: Mutex<Option<Current>>,
+    /// The replicas' mode, as their health reports last said; `None` until one answered.
+    mode: Mutex<Option<ReplicationMode>>,
     failover_deadline: Duration,
     /// Held for a whole selection: one at a time.
     selecting: tokio::sync::Mutex<u64>,
@@ -126,6 +146,7 @@ impl LeaderSelector {
             inner: Arc::new(Inner {
                 replicas,
                 current: Mutex::new(None),
+                mode: Mutex::new(None),
                 failover_deadline,
                 selecting: tokio::sync::Mutex::new(0),
                 metrics,
@@ -141,49 +162,103 @@ impl LeaderSelector {
             .clone()
     }
 
-    /// `GET /leader`.
+    fn mode(&self) -> Option<ReplicationMode> {
+        *self
+            .inner
+            .mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_raft(&self) -> bool {
+        self.mode() == Some(ReplicationMode::Raft)
+    }
+
+    /// `GET /leader`. In raft mode the remembered leader is checked first: the replicas may
+    /// have elected another since the last request.
     ///
     /// # Errors
     /// [`Error::NoReplica`] when no replica can lead.
     pub async fn view(&self) -> Result<LeaderView> {
-        let current = self.leader().await?;
+        let mut current = self.leader().await.map_err(Failed::into_error)?;
+        if self.is_raft() {
+            let still = current
+                .client
+                .with_timeout(STATUS_TIMEOUT)
+                .status()
+                .await
+                .is_ok_and(|s| s.role == ReplicaRole::Leader);
+            if !still {
+                current = self
+                    .select_or_why(Some(current.generation))
+                    .await
+                    .map_err(Failed::into_error)?;
+            }
+        }
         Ok(LeaderView {
             id: current.client.id(),
             url: current.client.base().to_owned(),
         })
     }
 
-    async fn leader(&self) -> Result<Current> {
+    async fn leader(&self) -> Result<Current, Failed> {
         match self.current() {
             Some(current) => Ok(current),
-            None => self.select(None).await,
+            None => self.select_or_why(None).await,
         }
     }
 
-    /// Runs a selection, unless one made after `failed` already did.
+    fn set_current(&self, current: Option<Current>) {
+        self.inner
+            .metrics
+            .leader
+            .set(current.as_ref().map_or(0, |c| i64::from(c.client.id().0)));
+        *self
+            .inner
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = current;
+    }
+
+    async fn statuses(&self) -> Vec<Option<ReplicaStatus>> {
+        futures::future::join_all(
+            self.inner
+                .replicas
+                .iter()
+                .map(|r| async move { r.with_timeout(STATUS_TIMEOUT).status().await.ok() }),
+        )
+        .await
+    }
+
+    /// Runs a selection (in raft mode, a discovery), unless one made after `failed` already
+    /// did.
     ///
     /// # Errors
-    /// [`Error::NoReplica`] when no replica answered and accepted leadership.
+    /// [`Error::NoReplica`] when no replica answered and accepted leadership (raft: no leader
+    /// was found in time, or too few replicas answer).
     pub async fn select(&self, failed: Option<u64>) -> Result<Current> {
+        self.select_or_why(failed).await.map_err(Failed::into_error)
+    }
+
+    async fn select_or_why(&self, failed: Option<u64>) -> Result<Current, Failed> {
         let mut generation = self.inner.selecting.lock().await;
         if let Some(current) = self.current()
             && Some(current.generation) != failed
         {
             return Ok(current);
         }
-        *self
-            .inner
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        self.inner.metrics.leader.set(0);
-        let statuses: Vec<Option<ReplicaStatus>> = futures::future::join_all(
-            self.inner
-                .replicas
-                .iter()
-                .map(|r| async move { r.with_timeout(STATUS_TIMEOUT).status().await.ok() }),
-        )
-        .await;
+        self.set_current(None);
+        let statuses = self.statuses().await;
+        if let Some(mode) = statuses.iter().flatten().map(|s| s.mode).next() {
+            *self
+                .inner
+                .mode
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(mode);
+        }
+        if self.is_raft() {
+            return self.discover(&mut generation, statuses).await;
+        }
         let mut epoch = Epoch(
             statuses
                 .iter()
@@ -240,13 +315,8 @@ impl LeaderSelector {
                         epoch,
                         generation: *generation,
                     };
-                    *self
-                        .inner
-                        .current
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(current.clone());
+                    self.set_current(Some(current.clone()));
                     self.inner.metrics.selections.inc();
-                    self.inner.metrics.leader.set(i64::from(candidate.id().0));
                     tracing::info!(leader = %candidate.id(), %epoch, url = %candidate.base(), "order leader selected");
                     return Ok(current);
                 }
@@ -259,7 +329,80 @@ impl LeaderSelector {
                 }
             }
         }
-        Err(Error::NoReplica(last_error))
+        Err(Failed::Retry(Error::NoReplica(last_error)))
+    }
+
+    /// Raft mode: polls the replicas' health until one reports itself leader (the newest term
+    /// wins if a deposed leader has not noticed yet), within the failover deadline. Fails at
+    /// once, and finally, when fewer than a majority answer: no leader can commit then.
+    async fn discover(
+        &self,
+        generation: &mut u64,
+        mut statuses: Vec<Option<ReplicaStatus>>,
+    ) -> Result<Current, Failed> {
+        let deadline = tokio::time::Instant::now() + self.inner.failover_deadline;
+        let total = self.inner.replicas.len();
+        let majority = total / 2 + 1;
+        loop {
+            let answered = statuses.iter().flatten().count();
+            if answered < majority {
+                return Err(Failed::Final(Error::NoReplica(format!(
+                    "only {answered} of the {total} order replicas answer; raft needs a majority \
+                     ({majority}) to elect a leader and commit a trade"
+                ))));
+            }
+            let leader = self
+                .inner
+                .replicas
+                .iter()
+                .zip(&statuses)
+                .filter_map(|(r, s)| s.as_ref().map(|s| (r, s)))
+                .filter(|(r, s)| {
+                    s.role == ReplicaRole::Leader && s.ready && s.leader == Some(r.id())
+                })
+                .max_by_key(|(_, s)| s.epoch);
+            if let Some((client, status)) = leader {
+                *generation += 1;
+                let current = Current {
+                    client: client.clone(),
+                    epoch: status.epoch,
+                    generation: *generation,
+                };
+                self.set_current(Some(current.clone()));
+                self.inner.metrics.selections.inc();
+                tracing::info!(leader = %client.id(), term = %status.epoch, url = %client.base(), "raft leader found");
+                return Ok(current);
+            }
+            if tokio::time::Instant::now() + RAFT_POLL_PAUSE > deadline {
+                return Err(Failed::Retry(Error::NoReplica(format!(
+                    "no order replica has won the raft election within {:?}",
+                    self.inner.failover_deadline
+                ))));
+            }
+            tokio::time::sleep(RAFT_POLL_PAUSE).await;
+            statuses = self.statuses().await;
+        }
+    }
+
+    /// Raft mode: makes the replica a "not leader" reply named the leader, unless a newer
+    /// choice than the failed one exists already. `None` when the hint names no known replica.
+    async fn follow_hint(&self, failed: u64, hint: &LeaderHint) -> Option<Current> {
+        let mut generation = self.inner.selecting.lock().await;
+        if let Some(current) = self.current()
+            && current.generation != failed
+        {
+            return Some(current);
+        }
+        let client = self.inner.replicas.iter().find(|r| r.id() == hint.id)?;
+        *generation += 1;
+        let current = Current {
+            client: client.clone(),
+            epoch: self.current().map_or(Epoch(0), |c| c.epoch),
+            generation: *generation,
+        };
+        self.set_current(Some(current.clone()));
+        tracing::info!(leader = %client.id(), "following the raft leader hint");
+        Some(current)
     }
 
     /// Sends a trade to the leader, failing over as needed, with the same request id throughout.
@@ -295,6 +438,7 @@ impl LeaderSelector {
     {
         let deadline = tokio::time::Instant::now() + self.inner.failover_deadline;
         let mut pause = RETRY_PAUSE_MIN;
+        let mut hints_followed = 0;
         loop {
             let outcome = match self.leader().await {
                 Ok(current) => match call(current.client.clone()).await {
@@ -302,28 +446,67 @@ impl LeaderSelector {
                     Err(e) if is_leader_failure(&e) => {
                         self.inner.metrics.failovers.inc();
                         tracing::warn!(leader = %current.client.id(), error = %e, "order leader failed; re-selecting");
-                        match self.select(Some(current.generation)).await {
+                        if self.is_raft()
+                            && hints_followed < HINTS_FOLLOWED_MAX
+                            && let ClientError::Rejected {
+                                leader: Some(hint), ..
+                            } = &e
+                            && hint.id != current.client.id()
+                            && self.follow_hint(current.generation, hint).await.is_some()
+                        {
+                            hints_followed += 1;
+                            continue;
+                        }
+                        match self.select_or_why(Some(current.generation)).await {
                             // A new leader: retry at once.
                             Ok(_) => continue,
-                            Err(e) => e,
+                            Err(Failed::Final(e)) => return Err(e),
+                            Err(Failed::Retry(e)) => e,
                         }
                     }
                     // Busy: recovering, collecting orders, catalog briefly away, or a trade
-                    // still in progress. The same leader, a moment later.
+                    // still in progress. The same leader, a moment later. In raft mode the
+                    // leader may also have lost its majority: look again, and give up at once
+                    // if too few replicas answer.
                     Err(ClientError::Rejected {
                         status: 503,
                         message,
                         ..
-                    }) => Error::NoReplica(message),
+                    }) => {
+                        if self.is_raft()
+                            && let Err(Failed::Final(e)) =
+                                self.select_or_why(Some(current.generation)).await
+                        {
+                            return Err(e);
+                        }
+                        Error::NoReplica(message)
+                    }
                     Err(e) => return Err(Error::from_leader(e)),
                 },
-                Err(e) => e,
+                Err(Failed::Final(e)) => return Err(e),
+                Err(Failed::Retry(e)) => e,
             };
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(outcome);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
+        }
+    }
+}
+
+/// Why no leader could be chosen, and whether retrying within the deadline can help.
+enum Failed {
+    /// Perhaps later: an election may end, a replica may finish recovering.
+    Retry(Error),
+    /// Not before the request's deadline passes: too few raft replicas answer.
+    Final(Error),
+}
+
+impl Failed {
+    fn into_error(self) -> Error {
+        match self {
+            Self::Retry(e) | Self::Final(e) => e,
         }
     }
 }

@@ -3,9 +3,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bazaar_api::ReplicaId;
 use bazaar_api::replica::{ReplicaUrls, ReplicationMode, validate_base_url};
+use bazaar_service::parse_duration;
+
+/// Longest heartbeat interval or election timeout accepted: beyond this a failover takes
+/// minutes, which no deployment wants.
+pub const RAFT_TIMING_MAX: Duration = Duration::from_secs(60);
+
+/// Largest `--raft-snapshot-every` and `--raft-keep-logs` accepted.
+pub const RAFT_LOG_COUNT_MAX: u64 = 1_000_000_000;
 
 /// Configuration of `bazaar order`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,6 +52,32 @@ pub struct Config {
         default_value = "primary-backup"
     )]
     pub replication: ModeArg,
+
+    /// Raft: how often the leader sends heartbeats (also the timeout of one append request).
+    /// 25ms suits loopback; on a real network use a few round trips, e.g. 50ms-100ms.
+    #[arg(long, env = "BAZAAR_RAFT_HEARTBEAT", default_value = "25ms", value_parser = parse_duration)]
+    pub raft_heartbeat: Duration,
+
+    /// Raft: shortest election timeout. A follower that has heard nothing from the leader for
+    /// its lease (the longest election timeout) plus a random timeout between the two bounds
+    /// starts an election. Loopback: 80ms; a real network: 3-10 heartbeats, e.g. 300ms.
+    #[arg(long, env = "BAZAAR_RAFT_ELECTION_MIN", default_value = "80ms", value_parser = parse_duration)]
+    pub raft_election_min: Duration,
+
+    /// Raft: longest election timeout (see --raft-election-min). Loopback: 160ms; a real
+    /// network: twice the minimum, e.g. 600ms.
+    #[arg(long, env = "BAZAAR_RAFT_ELECTION_MAX", default_value = "160ms", value_parser = parse_duration)]
+    pub raft_election_max: Duration,
+
+    /// Raft: build a snapshot of the applied orders every N log entries, so the log can be
+    /// compacted and a replica that was down for long catches up from the snapshot.
+    #[arg(long, env = "BAZAAR_RAFT_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub raft_snapshot_every: u64,
+
+    /// Raft: log entries kept after a snapshot covers them, so a replica that is only a little
+    /// behind catches up from the log rather than from a whole snapshot.
+    #[arg(long, env = "BAZAAR_RAFT_KEEP_LOGS", default_value_t = 1_000)]
+    pub raft_keep_logs: u64,
 }
 
 /// `--replication` values.
@@ -92,6 +127,59 @@ impl Config {
                 self.id
             ));
         }
+        if self.replication == ModeArg::Raft && !self.peers.0.contains_key(&self.id) {
+            return Err(format!(
+                "--peers must list every replica, this one ({}) included, with --replication raft: \
+                 they form the Raft membership",
+                self.id
+            ));
+        }
+        self.validate_raft_timing()?;
+        for (flag, value) in [
+            ("--raft-snapshot-every", self.raft_snapshot_every),
+            ("--raft-keep-logs", self.raft_keep_logs),
+        ] {
+            if value > RAFT_LOG_COUNT_MAX {
+                return Err(format!(
+                    "{flag} {value} must be at most {RAFT_LOG_COUNT_MAX}"
+                ));
+            }
+        }
+        if self.raft_snapshot_every == 0 {
+            return Err("--raft-snapshot-every 0 must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Heartbeat below the shortest election timeout, below the longest: otherwise followers
+    /// would start elections against a healthy leader.
+    fn validate_raft_timing(&self) -> Result<(), String> {
+        let (heartbeat, min, max) = (
+            self.raft_heartbeat,
+            self.raft_election_min,
+            self.raft_election_max,
+        );
+        for (flag, value) in [
+            ("--raft-heartbeat", heartbeat),
+            ("--raft-election-min", min),
+            ("--raft-election-max", max),
+        ] {
+            if value < Duration::from_millis(1) || value > RAFT_TIMING_MAX {
+                return Err(format!(
+                    "{flag} {value:?} must be from 1ms to {RAFT_TIMING_MAX:?}"
+                ));
+            }
+        }
+        if min <= heartbeat {
+            return Err(format!(
+                "--raft-election-min {min:?} must be longer than --raft-heartbeat {heartbeat:?}"
+            ));
+        }
+        if max <= min {
+            return Err(format!(
+                "--raft-election-max {max:?} must be longer than --raft-election-min {min:?}"
+            ));
+        }
         Ok(())
     }
 
@@ -110,5 +198,51 @@ impl Config {
     #[must_use]
     pub fn own_url(&self) -> Option<String> {
         self.peers.0.get(&self.id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["order", "--id", "1"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.config.validate()?;
+        Ok(cli.config)
+    }
+
+    const PEERS: &str = "1=http://127.0.0.1:1,2=http://127.0.0.1:2,3=http://127.0.0.1:3";
+
+    #[test]
+    fn raft_flags_default_to_loopback_timing() {
+        let config = parse(&["--replication", "raft", "--peers", PEERS]).expect("valid");
+        assert_eq!(config.raft_heartbeat, Duration::from_millis(25));
+        assert_eq!(config.raft_election_min, Duration::from_millis(80));
+        assert_eq!(config.raft_election_max, Duration::from_millis(160));
+    }
+
+    #[test]
+    fn bad_raft_flags_are_named() {
+        for (args, flag) in [
+            (vec!["--raft-heartbeat", "100ms"], "--raft-election-min"),
+            (vec!["--raft-election-max", "80ms"], "--raft-election-max"),
+            (vec!["--raft-heartbeat", "0ms"], "--raft-heartbeat"),
+            (vec!["--raft-snapshot-every", "0"], "--raft-snapshot-every"),
+            (vec!["--raft-keep-logs", "2000000000"], "--raft-keep-logs"),
+        ] {
+            let err = parse(&args).expect_err("invalid");
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        let err = parse(&["--replication", "raft"]).expect_err("raft needs peers");
+        assert!(err.contains("--peers"), "{err}");
     }
 }

@@ -61,6 +61,16 @@ pub enum Error {
     /// A request that makes no sense (bad query, bad batch).
     #[error("{0}")]
     BadRequest(String),
+    /// A route of the other replication mode (a misconfigured peer or front-end).
+    #[error("replica {me} runs {mode} replication; {route} belongs to the other mode")]
+    WrongMode {
+        /// This replica.
+        me: ReplicaId,
+        /// The mode it runs.
+        mode: &'static str,
+        /// The route that was called.
+        route: String,
+    },
     /// A flag is wrong.
     #[error("{0}")]
     Config(String),
@@ -118,7 +128,9 @@ impl From<&Error> for ApiError {
                 .with_leader(leader.clone());
             }
             Error::UnknownOrder(_) | Error::UnknownStock(_) => StatusCode::NOT_FOUND,
-            Error::InsufficientStock(_) | Error::EpochClaimed { .. } => StatusCode::CONFLICT,
+            Error::InsufficientStock(_) | Error::EpochClaimed { .. } | Error::WrongMode { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::StaleEpoch { .. } => StatusCode::PRECONDITION_FAILED,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotReady(_)

@@ -7,6 +7,7 @@
 //! - [`log_store`] — the order log in SQLite, with the conflicts table.
 //! - [`replication`] — primary-backup replication (`core` decisions, `runtime` leader tasks,
 //!   `catch_up` log sync).
+//! - [`raft`] — Raft replication (`--replication raft`): openraft over the same SQLite file.
 //! - [`replica`] — the mode-independent view of a replica the routes and the saga use.
 //! - [`saga`] — try-confirm-cancel with the catalog, single flight per request id,
 //!   reconciliation.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod log_store;
+pub mod raft;
 pub mod replica;
 pub mod replication;
 pub mod saga;
@@ -35,6 +37,8 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use crate::log_store::{LogStore, Term};
+use crate::raft::RaftReplica;
+use crate::raft::store::Db;
 use crate::replica::Replica;
 use crate::replication::{Membership, ReplicationMetrics, Replicator};
 use crate::saga::Trader;
@@ -51,11 +55,16 @@ const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
 /// An opened order replica, ready to serve.
 pub struct OrderService {
     config: Config,
-    log: LogStore,
-    term: Term,
+    storage: Storage,
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
     _lock: DbLock,
+}
+
+/// The opened database, in the shape its replication mode needs.
+enum Storage {
+    PrimaryBackup { log: LogStore, term: Term },
+    Raft(Db),
 }
 
 impl std::fmt::Debug for OrderService {
@@ -84,17 +93,19 @@ impl OrderService {
         }
         let lock = DbLock::acquire(&path).map_err(Error::Config)?;
         let fatal = Fatal::new();
-        let mode = ReplicationMode::from(config.replication);
-        if mode == ReplicationMode::Raft {
-            return Err(Error::Config(
-                "--replication raft is not available in this build yet".into(),
-            ));
-        }
-        let (log, term, writer) = LogStore::open(&path, mode, fatal.clone())?;
+        let (storage, writer) = match ReplicationMode::from(config.replication) {
+            mode @ ReplicationMode::PrimaryBackup => {
+                let (log, term, writer) = LogStore::open(&path, mode, fatal.clone())?;
+                (Storage::PrimaryBackup { log, term }, writer)
+            }
+            ReplicationMode::Raft => {
+                let (db, writer) = Db::open(&path, fatal.clone())?;
+                (Storage::Raft(db), writer)
+            }
+        };
         Ok(Self {
             config,
-            log,
-            term,
+            storage,
             writer,
             fatal,
             _lock: lock,
@@ -122,37 +133,44 @@ impl OrderService {
     ) -> Result<()> {
         let Self {
             config,
-            log,
-            term,
+            storage,
             writer,
             fatal,
             _lock,
         } = self;
         let metrics = Metrics::with_root(root);
-        let replication_metrics = ReplicationMetrics::default();
-        replication_metrics.register(&metrics);
         let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
         tasks.spawn(bazaar_service::fatal::stop_on(fatal.clone(), stop.clone()));
         let http = Http::new(PEER_TIMEOUT);
-        let replicator = Replicator::new(
-            Membership {
-                id: config.id,
-                own_url: config.own_url(),
-                peers: config.others(),
-            },
-            &http,
-            log,
-            term,
-            tasks.clone(),
-            stop.clone(),
-            replication_metrics,
-        );
-        let replica = Replica::PrimaryBackup(replicator.clone());
+        let replica = match storage {
+            Storage::PrimaryBackup { log, term } => {
+                let replication_metrics = ReplicationMetrics::default();
+                replication_metrics.register(&metrics);
+                let replicator = Replicator::new(
+                    Membership {
+                        id: config.id,
+                        own_url: config.own_url(),
+                        peers: config.others(),
+                    },
+                    &http,
+                    log,
+                    term,
+                    tasks.clone(),
+                    stop.clone(),
+                    replication_metrics,
+                );
+                let recovering = replicator.clone();
+                tasks.spawn(async move { recovering.recover().await }.in_current_span());
+                Replica::PrimaryBackup(replicator)
+            }
+            Storage::Raft(db) => Replica::Raft(
+                RaftReplica::start(&config, &http, db, &tasks, &stop, &fatal, &metrics).await?,
+            ),
+        };
         let catalog =
             CatalogClient::new(http.with_timeout(CATALOG_TIMEOUT), config.catalog.clone());
         let trader = Trader::new(replica.clone(), catalog, tasks.clone(), &metrics);
-        tasks.spawn(async move { replicator.recover().await }.in_current_span());
         tasks.spawn(
             trader
                 .clone()
@@ -160,7 +178,10 @@ impl OrderService {
                 .in_current_span(),
         );
         let router = bazaar_service::finish_router(
-            http::router(http::AppState { replica, trader }),
+            http::router(http::AppState {
+                replica: replica.clone(),
+                trader,
+            }),
             metrics,
         );
         if let Ok(addr) = listener.local_addr() {
@@ -175,6 +196,16 @@ impl OrderService {
         {
             tracing::warn!("background tasks did not stop in time");
         }
+        // The Raft node holds the database through its storage; stop it before waiting for
+        // the writer.
+        if let Replica::Raft(raft) = &replica
+            && tokio::time::timeout(TASK_STOP_DEADLINE, raft.shutdown())
+                .await
+                .is_err()
+        {
+            tracing::warn!("raft node did not stop in time");
+        }
+        drop(replica);
         // Every store handle is gone with the router and the tasks, so the writer drains its
         // queue and ends; the deadline only guards against a handle leaked by a bug.
         let joined = tokio::task::spawn_blocking(move || writer.join());

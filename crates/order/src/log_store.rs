@@ -295,7 +295,10 @@ impl LogStore {
     }
 }
 
-fn init_schema(conn: &mut Connection, path: &Path, mode: ReplicationMode) -> Result<()> {
+/// Creates the order tables and checks (or records) the schema version and the replication
+/// mode that made the file: each mode refuses the other's database. Raft mode shares it, so
+/// `read_snapshot` reads both kinds of file.
+pub(crate) fn init_schema(conn: &mut Connection, path: &Path, mode: ReplicationMode) -> Result<()> {
     let storage = |e: rusqlite::Error| Error::Storage(db::describe(path, &e));
     let db_tx = conn.transaction().map_err(storage)?;
     db_tx.execute_batch(SCHEMA).map_err(storage)?;

@@ -2,10 +2,11 @@
 //! public routes and the trade saga talk to this, never to a mode directly, so a second mode
 //! sits beside the first without touching them.
 
-use bazaar_api::replica::{OrderTrade, ReplicaStatus};
+use bazaar_api::replica::{OrderEntry, OrderTrade, ReplicaStatus};
 use bazaar_api::{Epoch, Order, RequestId, TxnNumber};
 
 use crate::error::{Error, Result};
+use crate::raft::RaftReplica;
 use crate::replication::Replicator;
 
 /// Why a commit failed, and whether the order may nevertheless be in some replica's log.
@@ -44,6 +45,8 @@ impl CommitFailure {
 pub enum Replica {
     /// Primary-backup (the default).
     PrimaryBackup(Replicator),
+    /// Raft consensus.
+    Raft(RaftReplica),
 }
 
 impl Replica {
@@ -52,6 +55,7 @@ impl Replica {
     pub fn status(&self) -> ReplicaStatus {
         match self {
             Self::PrimaryBackup(r) => r.status(),
+            Self::Raft(r) => r.status(),
         }
     }
 
@@ -62,6 +66,7 @@ impl Replica {
     pub fn leader_epoch(&self) -> Result<Epoch> {
         match self {
             Self::PrimaryBackup(r) => r.leader_epoch(),
+            Self::Raft(r) => r.leader_epoch(),
         }
     }
 
@@ -70,6 +75,7 @@ impl Replica {
     pub fn not_leader(&self) -> Error {
         match self {
             Self::PrimaryBackup(r) => r.not_leader(),
+            Self::Raft(r) => r.not_leader(),
         }
     }
 
@@ -80,6 +86,7 @@ impl Replica {
     pub async fn commit(&self, trade: OrderTrade) -> Result<TxnNumber, CommitFailure> {
         match self {
             Self::PrimaryBackup(r) => r.commit(trade).await,
+            Self::Raft(r) => r.commit(trade).await,
         }
     }
 
@@ -90,6 +97,7 @@ impl Replica {
     pub async fn order_get(&self, number: TxnNumber) -> Result<Order> {
         match self {
             Self::PrimaryBackup(r) => r.order_get(number).await,
+            Self::Raft(r) => r.order_get(number).await,
         }
     }
 
@@ -100,6 +108,48 @@ impl Replica {
     pub async fn find_request(&self, request_id: RequestId) -> Result<Option<TxnNumber>> {
         match self {
             Self::PrimaryBackup(r) => r.find_request(request_id).await,
+            Self::Raft(r) => r.find_request(request_id).await,
+        }
+    }
+
+    /// A page of the local order log (`GET /internal/orders`), served in every role.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn page(&self, from: TxnNumber, limit: u32) -> Result<Vec<OrderEntry>> {
+        match self {
+            Self::PrimaryBackup(r) => r.page(from, limit).await,
+            Self::Raft(r) => r.page(from, limit).await,
+        }
+    }
+
+    /// The primary-backup replica behind a route of that mode.
+    ///
+    /// # Errors
+    /// [`Error::WrongMode`] in raft mode.
+    pub fn primary_backup(&self, route: impl FnOnce() -> String) -> Result<&Replicator> {
+        match self {
+            Self::PrimaryBackup(r) => Ok(r),
+            Self::Raft(r) => Err(Error::WrongMode {
+                me: r.id(),
+                mode: "raft",
+                route: route(),
+            }),
+        }
+    }
+
+    /// The Raft node behind a route of that mode.
+    ///
+    /// # Errors
+    /// [`Error::WrongMode`] in primary-backup mode.
+    pub fn raft(&self, route: impl FnOnce() -> String) -> Result<&crate::raft::types::Raft> {
+        match self {
+            Self::Raft(r) => Ok(r.raft()),
+            Self::PrimaryBackup(r) => Err(Error::WrongMode {
+                me: r.id(),
+                mode: "primary-backup",
+                route: route(),
+            }),
         }
     }
 }

@@ -9,5 +9,6 @@ mod bad_input;
 mod cache;
 mod cli;
 mod failover;
+mod raft;
 mod restart;
 mod trading;

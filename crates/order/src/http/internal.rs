@@ -1,4 +1,6 @@
-//! Routes between replicas (and the front-end's leader notices): `/internal/...`.
+//! Routes between primary-backup replicas (and the front-end's leader notices):
+//! `/internal/...`. In raft mode the leader and append routes answer 409, naming the mode; the
+//! page of orders is served in both.
 
 use axum::Router;
 use axum::extract::State;
@@ -9,10 +11,9 @@ use bazaar_api::replica::{
 use bazaar_api::{Data, TxnNumber};
 use bazaar_service::{Json, Query};
 
-use super::AppState;
+use super::{AppState, PrimaryBackupRoute};
 use crate::error::{Error, Result};
 use crate::log_store::PAGE_LEN_MAX;
-use crate::replica::Replica;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -22,21 +23,17 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 async fn leader_notice(
-    State(app): State<AppState>,
+    PrimaryBackupRoute(replica): PrimaryBackupRoute,
     Json(notice): Json<LeaderNotice>,
 ) -> Result<Json<Data<ReplicaStatus>>> {
-    match &app.replica {
-        Replica::PrimaryBackup(r) => Ok(Json(Data::new(r.on_leader_notice(notice).await?))),
-    }
+    Ok(Json(Data::new(replica.on_leader_notice(notice).await?)))
 }
 
 async fn replica_append(
-    State(app): State<AppState>,
+    PrimaryBackupRoute(replica): PrimaryBackupRoute,
     Json(request): Json<AppendRequest>,
 ) -> Result<Json<Data<AppendReply>>> {
-    match &app.replica {
-        Replica::PrimaryBackup(r) => Ok(Json(Data::new(r.on_append(request).await?))),
-    }
+    Ok(Json(Data::new(replica.on_append(request).await?)))
 }
 
 async fn orders_page(
@@ -47,9 +44,7 @@ async fn orders_page(
     if limit == 0 {
         return Err(Error::BadRequest("limit must be at least 1".into()));
     }
-    match &app.replica {
-        Replica::PrimaryBackup(r) => {
-            Ok(Json(Data::new(r.page(TxnNumber(query.from), limit).await?)))
-        }
-    }
+    Ok(Json(Data::new(
+        app.replica.page(TxnNumber(query.from), limit).await?,
+    )))
 }

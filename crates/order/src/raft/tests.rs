@@ -1,0 +1,266 @@
+//! The SQLite store against openraft's storage conformance suite, and the state machine's own
+//! rules: numbering at apply, de-duplication by request id, snapshots, and the mode guard.
+
+use std::collections::BTreeSet;
+use std::io::Cursor;
+use std::path::Path;
+
+use bazaar_api::replica::ReplicationMode;
+use bazaar_api::{RequestId, TradeType, TxnNumber};
+use bazaar_service::Fatal;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder};
+
+use super::log_store::LogStore;
+use super::state_machine::{SnapshotCounters, StateMachine};
+use super::store::Db;
+use super::types::{Applied, Command, Entry, LogId, OrderCommand, StorageError, TypeConfig};
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, _writer) = Db::open(&dir.path().join("order-1.db"), Fatal::new()).expect("open");
+        Ok((
+            dir,
+            LogStore::new(db.clone()),
+            StateMachine::new(db, SnapshotCounters::default()),
+        ))
+    }
+}
+
+/// openraft's suite runs each case on a runtime of its own (multi-threaded, which the store's
+/// blocking reads need), so it is a plain test, not a tokio one.
+#[test]
+fn the_sqlite_store_passes_openraft_storage_suite() {
+    Suite::test_all(Builder).expect("openraft storage suite");
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn order(id: RequestId) -> Entry {
+    Entry {
+        log_id: LogId::default(),
+        payload: EntryPayload::Normal(Command::Orders(vec![OrderCommand {
+            request_id: id,
+            name: "FishCo".into(),
+            kind: TradeType::Buy,
+            quantity: 2,
+        }])),
+    }
+}
+
+fn at(mut entry: Entry, term: u64, index: u64) -> Entry {
+    entry.log_id = log_id(term, index);
+    entry
+}
+
+fn open(path: &Path) -> (Db, std::thread::JoinHandle<()>) {
+    Db::open(path, Fatal::new()).expect("open raft db")
+}
+
+fn numbers(applied: &[Applied]) -> Vec<Vec<u64>> {
+    applied
+        .iter()
+        .map(|a| a.numbers.iter().map(|n| n.0).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applying_numbers_orders_densely_and_a_request_id_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("order-1.db");
+    let (a, b) = (RequestId::new(), RequestId::new());
+    {
+        let (db, writer) = open(&path);
+        let mut sm = StateMachine::new(db.clone(), SnapshotCounters::default());
+        let applied = sm
+            .apply(vec![
+                at(Entry::default(), 1, 1),
+                at(order(a), 1, 2),
+                at(order(a), 1, 3),
+                at(order(b), 2, 4),
+                at(
+                    Entry {
+                        log_id: LogId::default(),
+                        payload: EntryPayload::Normal(Command::Barrier),
+                    },
+                    2,
+                    5,
+                ),
+            ])
+            .await
+            .expect("apply");
+        assert_eq!(
+            numbers(&applied),
+            [vec![], vec![0], vec![0], vec![1], vec![]]
+        );
+        let (last, _) = sm.applied_state().await.expect("applied");
+        assert_eq!(last, Some(log_id(2, 5)));
+        drop((sm, db));
+        writer.join().expect("writer ends");
+    }
+    let (db, _writer) = open(&path);
+    let state = db.state();
+    assert_eq!(state.orders, 2, "numbering resumes after a restart");
+    assert_eq!(state.applied, Some(log_id(2, 5)));
+    let row = db.order_by_request(b).await.expect("read").expect("b");
+    assert_eq!(
+        (row.number, row.epoch),
+        (1, 2),
+        "the term is the order's epoch"
+    );
+    let snapshot = crate::log_store::read_snapshot(&path).expect("verify reads raft files");
+    assert_eq!(snapshot.entries.len(), 2);
+    assert_eq!(snapshot.mode.as_deref(), Some("raft"));
+    assert!(snapshot.conflicts.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_of_several_orders_numbers_each_and_repeats_keep_their_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, _writer) = open(&dir.path().join("order-1.db"));
+    let mut sm = StateMachine::new(db.clone(), SnapshotCounters::default());
+    let (a, b, c) = (RequestId::new(), RequestId::new(), RequestId::new());
+    let batch = |ids: &[RequestId]| Entry {
+        log_id: LogId::default(),
+        payload: EntryPayload::Normal(Command::Orders(
+            ids.iter()
+                .map(|id| OrderCommand {
+                    request_id: *id,
+                    name: "BoarCo".into(),
+                    kind: TradeType::Sell,
+                    quantity: 1,
+                })
+                .collect(),
+        )),
+    };
+    let applied = sm
+        .apply(vec![at(batch(&[a, b, a]), 1, 1), at(batch(&[c, b]), 1, 2)])
+        .await
+        .expect("apply");
+    assert_eq!(numbers(&applied), [vec![0, 1, 0], vec![2, 1]]);
+    assert_eq!(db.state().orders, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_carries_the_orders_and_installs_on_a_fresh_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (leader_db, _w1) = open(&dir.path().join("order-1.db"));
+    let (follower_db, _w2) = open(&dir.path().join("order-2.db"));
+    let mut leader = StateMachine::new(leader_db.clone(), SnapshotCounters::default());
+    let members = Membership::new(vec![BTreeSet::from([1, 2, 3])], ());
+    let mut entries = vec![Entry {
+        log_id: log_id(1, 0),
+        payload: EntryPayload::Membership(members),
+    }];
+    let ids: Vec<RequestId> = (0..5).map(|_| RequestId::new()).collect();
+    entries.extend(
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| at(order(*id), 1, i as u64 + 1)),
+    );
+    leader.apply(entries).await.expect("apply");
+    let built = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 5)));
+    phase_more_orders(&mut leader, &ids).await;
+    let current = leader
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("a snapshot");
+    assert_eq!(
+        current.meta, built.meta,
+        "later applies do not change the snapshot"
+    );
+
+    let counters = SnapshotCounters::default();
+    let mut follower = StateMachine::new(follower_db.clone(), counters.clone());
+    follower
+        .install_snapshot(
+            &current.meta,
+            Box::new(Cursor::new(current.snapshot.into_inner())),
+        )
+        .await
+        .expect("install");
+    assert_eq!(counters.installed.get(), 1);
+    let state = follower_db.state();
+    assert_eq!(state.orders, 5);
+    assert_eq!(state.applied, Some(log_id(1, 5)));
+    assert_eq!(
+        follower_db
+            .order(TxnNumber(4))
+            .await
+            .expect("read")
+            .map(|r| r.request_id),
+        Some(ids[4])
+    );
+    let (applied, membership) = follower.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(1, 5)));
+    assert_eq!(membership.voter_ids().collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+/// Orders applied after a snapshot, one of them a repeat of a request id the snapshot holds.
+async fn phase_more_orders(sm: &mut StateMachine, ids: &[RequestId]) {
+    let applied = sm
+        .apply(vec![
+            at(order(RequestId::new()), 2, 6),
+            at(order(ids[0]), 2, 7),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(numbers(&applied), [vec![5], vec![0]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_survives_a_restart_and_truncates_and_purges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("order-1.db");
+    {
+        let (db, writer) = open(&path);
+        let mut log = LogStore::new(db.clone());
+        db.append((0..10).map(|i| at(Entry::default(), 1, i)).collect())
+            .await
+            .expect("append");
+        log.truncate(log_id(1, 8)).await.expect("truncate");
+        log.purge(log_id(1, 2)).await.expect("purge");
+        drop((log, db));
+        writer.join().expect("writer ends");
+    }
+    let (db, _writer) = open(&path);
+    let mut log = LogStore::new(db.clone());
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 2)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 7)));
+    let entries = db.entries(0, 100).await.expect("read");
+    assert_eq!(
+        entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        [3, 4, 5, 6, 7]
+    );
+}
+
+#[test]
+fn a_raft_database_is_refused_in_primary_backup_mode_and_the_reverse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raft = dir.path().join("raft.db");
+    drop(open(&raft));
+    let err = crate::log_store::LogStore::open(&raft, ReplicationMode::PrimaryBackup, Fatal::new())
+        .expect_err("a raft file in primary-backup mode");
+    assert!(err.to_string().contains("raft order log"), "{err}");
+    let pb = dir.path().join("pb.db");
+    drop(
+        crate::log_store::LogStore::open(&pb, ReplicationMode::PrimaryBackup, Fatal::new())
+            .expect("open"),
+    );
+    let err = Db::open(&pb, Fatal::new()).expect_err("a primary-backup file in raft mode");
+    assert!(err.to_string().contains("primary-backup"), "{err}");
+}
