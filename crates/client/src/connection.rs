@@ -58,8 +58,9 @@ type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 /// An open connection: the handle requests are sent on, and the future that does the I/O.
 struct Live {
     sender: http1::SendRequest<Full<Bytes>>,
-    /// Polled beside every request; it finishes only when the connection closes.
-    driver: Pin<Box<Driver>>,
+    /// Polled beside every request; it finishes only when the connection closes, and is then
+    /// dropped at once (see `exchange`).
+    driver: Option<Pin<Box<Driver>>>,
 }
 
 /// A client's connection, reopened on demand.
@@ -176,7 +177,7 @@ impl Connection {
         self.connects += 1;
         self.live = Some(Live {
             sender,
-            driver: Box::pin(driver),
+            driver: Some(Box::pin(driver)),
         });
         Ok(())
     }
@@ -212,13 +213,31 @@ impl Connection {
                     Ok::<_, Unsent>(Reply { status, body })
                 };
                 let mut exchange = std::pin::pin!(exchange);
-                tokio::select! {
-                    biased;
-                    outcome = &mut exchange => (outcome, false),
-                    // The connection ended (a server may close right after its reply).
-                    // What it read is handed over already, so the exchange now finishes on
-                    // its own: with the reply, or with an error as nobody is left to answer.
-                    _ = driver.as_mut() => (exchange.await, true),
+                let driver_ended = {
+                    let drive = async {
+                        match driver.as_mut() {
+                            Some(d) => {
+                                let _ = d.as_mut().await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        outcome = &mut exchange => Err(outcome),
+                        () = drive => Ok(()),
+                    }
+                };
+                match driver_ended {
+                    Err(outcome) => (outcome, false),
+                    Ok(()) => {
+                        // The connection ended (a server may close right after its reply).
+                        // Dropping its driver fails whatever it had not sent, handing the
+                        // request back; keeping it would leave a queued request waiting for
+                        // the timeout. What it had read is handed over already.
+                        *driver = None;
+                        (exchange.await, true)
+                    }
                 }
             };
             if closed {
