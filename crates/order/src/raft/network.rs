@@ -4,7 +4,7 @@
 //! response, so transport failures and Raft refusals never mix.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bazaar_api::client::{ClientError, Http};
@@ -36,6 +36,9 @@ pub struct Network {
     /// Peers' base URLs from `--peers`, which take precedence over the addresses stored in the
     /// membership log (fixed when the cluster was first formed).
     urls: Arc<BTreeMap<NodeId, String>>,
+    /// Whether each peer answered its last message, so a peer going away or coming back is
+    /// logged once rather than at every retry.
+    reachable: Arc<Mutex<BTreeMap<NodeId, bool>>>,
 }
 
 impl Network {
@@ -46,6 +49,7 @@ impl Network {
             me,
             http,
             urls: Arc::new(urls),
+            reachable: Arc::default(),
         }
     }
 }
@@ -64,6 +68,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base,
             http: self.http.clone(),
+            reachable: Arc::clone(&self.reachable),
         }
     }
 }
@@ -75,9 +80,32 @@ pub struct PeerLink {
     target: NodeId,
     base: String,
     http: Http,
+    reachable: Arc<Mutex<BTreeMap<NodeId, bool>>>,
 }
 
 impl PeerLink {
+    /// Logs a change in whether the peer answers (first contact included only when it fails).
+    fn note_reachable(&self, answered: bool, error: Option<&ClientError>) {
+        let before = self
+            .reachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.target, answered);
+        match (before, answered, error) {
+            (Some(false), true, _) => {
+                tracing::info!(
+                    replica = self.target,
+                    from = self.me,
+                    "replica answers again"
+                );
+            }
+            (Some(true) | None, false, Some(e)) => {
+                tracing::warn!(replica = self.target, from = self.me, error = %e, "replica does not answer; retrying");
+            }
+            _ => {}
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &self,
         action: RPCTypes,
@@ -91,27 +119,29 @@ impl PeerLink {
         E: std::error::Error + DeserializeOwned,
     {
         let url = format!("{}/internal/raft/{route}", self.base);
-        let reply: Result<Resp, RaftError<NodeId, E>> = self
-            .http
-            .with_timeout(timeout)
-            .post(&url, request)
-            .await
-            .map_err(|e| match e {
-                // A refused or broken connection: the replica is down or restarting, so back
-                // off (briefly) instead of hammering it.
-                ClientError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                ClientError::Timeout { .. } => RPCError::Timeout(Timeout {
-                    action,
-                    id: self.me,
-                    target: self.target,
-                    timeout,
-                }),
-                // A 4xx/5xx (say, a replica running the other replication mode) or an
-                // unreadable reply: retry at the next heartbeat.
-                ClientError::Rejected { .. } | ClientError::Decode { .. } => {
-                    RPCError::Network(NetworkError::new(&e))
-                }
-            })?;
+        let sent: Result<Result<Resp, RaftError<NodeId, E>>, ClientError> =
+            self.http.with_timeout(timeout).post(&url, request).await;
+        match &sent {
+            Ok(_) => self.note_reachable(true, None),
+            Err(e) if e.is_unreachable() => self.note_reachable(false, Some(e)),
+            Err(_) => {}
+        }
+        let reply = sent.map_err(|e| match e {
+            // A refused or broken connection: the replica is down or restarting, so back
+            // off (briefly) instead of hammering it.
+            ClientError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            ClientError::Timeout { .. } => RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout,
+            }),
+            // A 4xx/5xx (say, a replica running the other replication mode) or an
+            // unreadable reply: retry at the next heartbeat.
+            ClientError::Rejected { .. } | ClientError::Decode { .. } => {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
