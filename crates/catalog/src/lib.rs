@@ -153,22 +153,9 @@ impl Catalog {
         }
         let served = bazaar_service::serve(listener, router, stop.clone()).await;
         stop.cancel();
-        tasks.close();
-        if tokio::time::timeout(TASK_STOP_DEADLINE, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("background tasks did not stop in time");
-        }
-        // Every store handle is gone with the router and the tasks, so the writer drains its
-        // queue and ends; the deadline only guards against a handle leaked by a bug.
-        let joined = tokio::task::spawn_blocking(move || writer.join());
-        if tokio::time::timeout(TASK_STOP_DEADLINE, joined)
-            .await
-            .is_err()
-        {
-            tracing::warn!("database writer did not stop in time");
-        }
+        bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
+        // Every store handle is gone with the router and the tasks: the writer drains and ends.
+        bazaar_service::writer::join(writer, TASK_STOP_DEADLINE).await;
         if fatal.is_raised() {
             return Err(Error::Storage(fatal.raised().await));
         }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bazaar_api::catalog::{TradeRecord, TradeState, TradeTry, TradesQuery};
 use bazaar_api::{Epoch, Price, RequestId, StockState, Version};
+use bazaar_service::writer::{self, Deferred, defer};
 use bazaar_service::{Fatal, db, now_ms};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
@@ -120,17 +121,25 @@ impl Store {
             .collect();
         let stocks = Arc::new(RwLock::new(published));
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE_LEN);
-        let writer = Writer {
+        let mut writer = Writer {
             conn,
             rows,
             fence,
             stocks: Arc::clone(&stocks),
             path: path.to_owned(),
         };
-        let thread = std::thread::Builder::new()
-            .name("catalog-writer".into())
-            .spawn(move || writer.run(queue, &fatal))
-            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        let thread = writer::spawn(
+            "catalog-writer",
+            queue,
+            BATCH_LEN_MAX,
+            fatal,
+            move |batch| {
+                writer.commit_batch(batch).map_err(|e| {
+                    format!("catalog write failed: {}", db::describe(&writer.path, &e))
+                })
+            },
+        )
+        .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
         let store = Self {
             commands,
             stocks,
@@ -389,37 +398,7 @@ struct Writer {
     path: PathBuf,
 }
 
-/// A reply to send once the batch it belongs to is durable.
-type Deferred = Box<dyn FnOnce() + Send>;
-
-fn defer<T: Send + 'static>(reply: Reply<T>, outcome: Result<T>) -> Deferred {
-    Box::new(move || {
-        // The caller may have given up (its client disconnected); the change stands anyway.
-        let _ = reply.send(outcome);
-    })
-}
-
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Command>, fatal: &Fatal) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < BATCH_LEN_MAX {
-                match queue.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = self.commit_batch(batch) {
-                fatal.raise(format!(
-                    "catalog write failed: {}",
-                    db::describe(&self.path, &e)
-                ));
-                return;
-            }
-        }
-        tracing::debug!("catalog writer stopped");
-    }
-
     /// Executes `batch` in one transaction and replies after the commit. On a storage error
     /// the replies are dropped (callers see `ShuttingDown`) and the error is returned.
     fn commit_batch(&mut self, batch: Vec<Command>) -> rusqlite::Result<()> {

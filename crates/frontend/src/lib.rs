@@ -124,12 +124,6 @@ async fn run(
     tracing::info!(addr = %local, caching = !config.no_cache, cache_size = config.cache_size, "front-end listening");
     let served = bazaar_service::serve(listener, router, stop.clone()).await;
     stop.cancel();
-    tasks.close();
-    if tokio::time::timeout(TASK_STOP_DEADLINE, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("background tasks did not stop in time");
-    }
+    bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
     served.map_err(|e| Error::Config(format!("listener failed: {e}")))
 }

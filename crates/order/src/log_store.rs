@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bazaar_api::replica::{EntryRef, LogTip, OrderEntry, ReplicationMode};
 use bazaar_api::{Epoch, ReplicaId, RequestId, TxnNumber};
+use bazaar_service::writer::{self, Deferred, defer};
 use bazaar_service::{Fatal, db, now_ms};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
@@ -161,15 +162,23 @@ impl LogStore {
         let reader = db::open_reader(path).map_err(Error::Storage)?;
         let last = Arc::new(Mutex::new(last));
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE_LEN);
-        let writer = Writer {
+        let mut writer = Writer {
             conn,
             last: Arc::clone(&last),
             path: path.to_owned(),
         };
-        let thread = std::thread::Builder::new()
-            .name("order-log-writer".into())
-            .spawn(move || writer.run(queue, &fatal))
-            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        let thread = writer::spawn(
+            "order-log-writer",
+            queue,
+            BATCH_LEN_MAX,
+            fatal,
+            move |batch| {
+                writer.commit_batch(batch).map_err(|e| {
+                    format!("order log write failed: {}", db::describe(&writer.path, &e))
+                })
+            },
+        )
+        .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
         let store = Self {
             commands,
             last,
@@ -472,35 +481,7 @@ struct Writer {
     path: PathBuf,
 }
 
-type Deferred = Box<dyn FnOnce() + Send>;
-
-fn defer<T: Send + 'static>(reply: Reply<T>, value: T) -> Deferred {
-    Box::new(move || {
-        let _ = reply.send(Ok(value));
-    })
-}
-
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Command>, fatal: &Fatal) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < BATCH_LEN_MAX {
-                match queue.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = self.commit_batch(batch) {
-                fatal.raise(format!(
-                    "order log write failed: {}",
-                    db::describe(&self.path, &e)
-                ));
-                return;
-            }
-        }
-        tracing::debug!("order log writer stopped");
-    }
-
     fn commit_batch(&mut self, batch: Vec<Command>) -> rusqlite::Result<()> {
         let mut last = *self
             .last
@@ -512,7 +493,7 @@ impl Writer {
             replies.push(match command {
                 Command::Append(entries, reply) => {
                     append(&db_tx, &mut last, &entries)?;
-                    defer(reply, last)
+                    defer(reply, Ok(last))
                 }
                 Command::MoveSuffix {
                     from,
@@ -521,11 +502,11 @@ impl Writer {
                 } => {
                     let moved = move_suffix(&db_tx, from, &reason)?;
                     last = load_last(&db_tx)?;
-                    defer(reply, moved)
+                    defer(reply, Ok(moved))
                 }
                 Command::SaveTerm(term, reply) => {
                     save_term(&db_tx, term)?;
-                    defer(reply, ())
+                    defer(reply, Ok(()))
                 }
             });
         }

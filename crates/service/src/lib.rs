@@ -10,8 +10,13 @@
 //! - [`extract`] — `Json`, `Path` and `Query` extractors whose rejections are [`ApiError`]s.
 //! - [`metrics`] — a per-service Prometheus registry and the request metrics middleware.
 //! - [`serve`] — routers with the shared layers, and serving with a shutdown deadline.
+//! - [`batch`], [`writer`] — taking queued work in batches; the group-commit writer thread.
+//! - [`db`], [`lockfile`] — opening SQLite files; one process per database file.
+//! - [`fatal`] — the signal that stops a service after a failed durable write.
+//! - [`duration`] — `250ms`/`10s` durations for flags.
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod db;
 pub mod duration;
 pub mod error;
@@ -20,6 +25,7 @@ pub mod fatal;
 pub mod lockfile;
 pub mod metrics;
 pub mod serve;
+pub mod writer;
 
 pub use duration::parse_duration;
 pub use error::ApiError;
@@ -27,7 +33,7 @@ pub use extract::{Json, Path, Query};
 pub use fatal::Fatal;
 pub use lockfile::DbLock;
 pub use metrics::Metrics;
-pub use serve::{finish_router, serve};
+pub use serve::{finish_router, serve, stop_tasks};
 
 /// Milliseconds since the Unix epoch, for timestamps stored in databases.
 #[must_use]

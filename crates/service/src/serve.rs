@@ -70,6 +70,15 @@ pub async fn serve(
     }
 }
 
+/// Stops a service's background tasks: closes the tracker and waits for its tasks at most
+/// `deadline` (each task ends when the service's stop token is cancelled).
+pub async fn stop_tasks(tasks: &tokio_util::task::TaskTracker, deadline: Duration) {
+    tasks.close();
+    if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop in time");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

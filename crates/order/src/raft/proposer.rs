@@ -81,20 +81,13 @@ impl RaftReplica {
                     Err(_) => return,
                 },
             };
-            let first = tokio::select! {
+            let mut batch = tokio::select! {
                 () = stop.cancelled() => return,
-                next = queue.recv() => match next {
-                    Some(p) => p,
+                next = bazaar_service::batch::recv(&mut queue, PROPOSAL_BATCH_LEN_MAX) => match next {
+                    Some(batch) => batch,
                     None => return,
                 },
             };
-            let mut batch = vec![first];
-            while batch.len() < PROPOSAL_BATCH_LEN_MAX {
-                match queue.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
             // An order whose saga stopped waiting was answered "uncertain"; proposing it now
             // would only let it commit behind the back of a reconciliation that may already
             // have cancelled its reservation.

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bazaar_api::replica::{LogTip, ReplicationMode};
 use bazaar_api::{Epoch, Order, RequestId, TradeType, TxnNumber};
+use bazaar_service::writer::{self, Deferred, defer};
 use bazaar_service::{Fatal, db, now_ms};
 use openraft::EntryPayload;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -209,17 +210,28 @@ impl Db {
         let state = Arc::new(Mutex::new(state));
         let committed = Arc::new(Mutex::new(None));
         let (requests, queue) = mpsc::channel(COMMAND_QUEUE_LEN);
-        let writer = Writer {
+        let mut writer = Writer {
             conn,
             state: Arc::clone(&state),
             committed: Arc::clone(&committed),
             path: path.to_owned(),
             synchronous_full: true,
         };
-        let thread = std::thread::Builder::new()
-            .name("raft-db-writer".into())
-            .spawn(move || writer.run(queue, &fatal))
-            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        let thread = writer::spawn(
+            "raft-db-writer",
+            queue,
+            BATCH_LEN_MAX,
+            fatal,
+            move |batch| {
+                writer.commit_batch(batch).map_err(|e| {
+                    format!(
+                        "raft database write failed: {}",
+                        db::describe(&writer.path, &e)
+                    )
+                })
+            },
+        )
+        .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
         let db = Self {
             inner: Arc::new(Inner {
                 requests,
@@ -661,37 +673,7 @@ struct Writer {
     synchronous_full: bool,
 }
 
-type Deferred = Box<dyn FnOnce() + Send>;
-
-fn defer<T: Send + 'static>(reply: Reply<T>, value: T) -> Deferred {
-    Box::new(move || {
-        let _ = reply.send(Ok(value));
-    })
-}
-
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Request>, fatal: &Fatal) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < BATCH_LEN_MAX {
-                match queue.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = self.commit_batch(batch) {
-                // The replies are dropped with the batch: every caller sees the writer gone,
-                // openraft stops the node, and the service exits on `fatal`.
-                fatal.raise(format!(
-                    "raft database write failed: {}",
-                    db::describe(&self.path, &e)
-                ));
-                return;
-            }
-        }
-        tracing::debug!("raft database writer stopped");
-    }
-
     fn commit_batch(&mut self, batch: Vec<Request>) -> rusqlite::Result<()> {
         let durable = batch.iter().any(Request::is_durable);
         if durable != self.synchronous_full {
@@ -722,12 +704,12 @@ impl Writer {
             replies.push(match request {
                 Request::Append(rows, reply) => {
                     append(&db_tx, &mut state, &rows)?;
-                    defer(reply, ())
+                    defer(reply, Ok(()))
                 }
                 Request::Truncate(since, reply) => {
                     db_tx.execute("DELETE FROM raft_log WHERE idx >= ?1", [clamp(since.index)])?;
                     state.last_log = last_log_in_table(&db_tx)?;
-                    defer(reply, ())
+                    defer(reply, Ok(()))
                 }
                 Request::Purge(upto, reply) => {
                     db_tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [clamp(upto.index)])?;
@@ -736,19 +718,19 @@ impl Writer {
                     if state.last_log.is_some_and(|l| l.index <= upto.index) {
                         state.last_log = None;
                     }
-                    defer(reply, ())
+                    defer(reply, Ok(()))
                 }
                 Request::SaveVote(vote, reply) => {
                     write_meta(&db_tx, key::VOTE, &vote)?;
-                    defer(reply, ())
+                    defer(reply, Ok(()))
                 }
                 Request::Apply(entries, reply) => {
                     let applied = apply(&db_tx, &mut state, &entries, now)?;
-                    defer(reply, applied)
+                    defer(reply, Ok(applied))
                 }
                 Request::Install(record, rows, reply) => {
                     install(&db_tx, &mut state, record, &rows)?;
-                    defer(reply, ())
+                    defer(reply, Ok(()))
                 }
                 Request::SaveSnapshot(record, reply) => {
                     // Building runs beside applying and installing: never let an older build
@@ -761,7 +743,7 @@ impl Writer {
                         write_meta(&db_tx, key::SNAPSHOT, &record)?;
                         state.snapshot = Some(record);
                     }
-                    defer(reply, ())
+                    defer(reply, Ok(()))
                 }
             });
         }

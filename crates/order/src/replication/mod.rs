@@ -504,26 +504,9 @@ impl Replicator {
         if state.role == ReplicaRole::Recovering {
             return Err(Error::NotReady("recovering".into()));
         }
-        match core::judge_epoch(state.term, notice.epoch, notice.leader) {
-            EpochVerdict::Stale { newest } => {
-                return Err(Error::StaleEpoch {
-                    got: notice.epoch,
-                    newest,
-                });
-            }
-            EpochVerdict::Claimed { known } => {
-                return Err(Error::EpochClaimed {
-                    epoch: notice.epoch,
-                    known,
-                    claimed: notice.leader,
-                });
-            }
-            EpochVerdict::Current
-                if state.role == ReplicaRole::Leader || notice.leader != self.inner.id =>
-            {
-                return Ok(self.status());
-            }
-            EpochVerdict::Current | EpochVerdict::Adopt => {}
+        let news = self.judge(notice.epoch, notice.leader)?;
+        if !news && (state.role == ReplicaRole::Leader || notice.leader != self.inner.id) {
+            return Ok(self.status());
         }
         self.adopt_term(Term {
             epoch: notice.epoch,
@@ -583,28 +566,12 @@ impl Replicator {
                 "a replica cannot append to itself".into(),
             ));
         }
-        match core::judge_epoch(state.term, request.epoch, request.leader) {
-            EpochVerdict::Stale { newest } => {
-                return Err(Error::StaleEpoch {
-                    got: request.epoch,
-                    newest,
-                });
-            }
-            EpochVerdict::Claimed { known } => {
-                return Err(Error::EpochClaimed {
-                    epoch: request.epoch,
-                    known,
-                    claimed: request.leader,
-                });
-            }
-            EpochVerdict::Current => {}
-            EpochVerdict::Adopt => {
-                self.adopt_term(Term {
-                    epoch: request.epoch,
-                    leader: Some(request.leader),
-                })
-                .await?;
-            }
+        if self.judge(request.epoch, request.leader)? {
+            self.adopt_term(Term {
+                epoch: request.epoch,
+                leader: Some(request.leader),
+            })
+            .await?;
         }
         if state.role != ReplicaRole::Follower {
             tracing::warn!(leader = %request.leader, epoch = %request.epoch, "a newer leader exists; stepping down");
@@ -656,6 +623,21 @@ impl Replicator {
         Ok(AppendReply {
             last: self.inner.log.last().map(crate::log_store::Last::tip),
         })
+    }
+
+    /// Judges a claim that `leader` leads `epoch`: refuses a stale epoch and a second leader of
+    /// one epoch, and tells whether the claim is news (to be persisted before acting on it).
+    fn judge(&self, epoch: Epoch, leader: ReplicaId) -> Result<bool> {
+        match core::judge_epoch(self.state().term, epoch, leader) {
+            EpochVerdict::Stale { newest } => Err(Error::StaleEpoch { got: epoch, newest }),
+            EpochVerdict::Claimed { known } => Err(Error::EpochClaimed {
+                epoch,
+                known,
+                claimed: leader,
+            }),
+            EpochVerdict::Current => Ok(false),
+            EpochVerdict::Adopt => Ok(true),
+        }
     }
 
     /// Refuses ids that are neither this replica nor one of its peers: adopting such a leader

@@ -22,20 +22,13 @@ const CATCH_UP_RETRY_MAX: Duration = Duration::from_secs(1);
 impl Replicator {
     pub(super) async fn run_sequencer(&self, mut queue: mpsc::Receiver<Proposal>) {
         loop {
-            let first = tokio::select! {
+            let batch = tokio::select! {
                 () = self.inner.stop.cancelled() => return,
-                next = queue.recv() => match next {
-                    Some(p) => p,
+                next = bazaar_service::batch::recv(&mut queue, PROPOSAL_BATCH_LEN_MAX) => match next {
+                    Some(batch) => batch,
                     None => return,
                 },
             };
-            let mut batch = vec![first];
-            while batch.len() < PROPOSAL_BATCH_LEN_MAX {
-                match queue.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
             match self.replicate_batch(&batch).await {
                 Ok(first_number) => {
                     for (i, proposal) in batch.into_iter().enumerate() {
