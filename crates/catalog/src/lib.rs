@@ -63,14 +63,6 @@ impl Catalog {
     /// [`Error::Config`] or [`Error::Storage`], each naming the flag or file.
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
-        if let Some(dir) = config.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Config(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
         let lock = DbLock::acquire(&config.db).map_err(Error::Config)?;
         let fatal = Fatal::new();
         let stocks = config.stocks.clone();

@@ -83,14 +83,6 @@ impl OrderService {
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         let path = config.db_path();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Config(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
         let lock = DbLock::acquire(&path).map_err(Error::Config)?;
         let fatal = Fatal::new();
         let (storage, writer) = match ReplicationMode::from(config.replication) {

@@ -15,11 +15,16 @@ pub struct DbLock {
 }
 
 impl DbLock {
-    /// Locks `<db>.lock` beside the database.
+    /// Creates the database's directory if needed and locks `<db>.lock` beside the database.
     ///
     /// # Errors
-    /// A sentence naming the file: it cannot be created, or another process holds it.
+    /// A sentence naming the directory or file: it cannot be created, or another process
+    /// holds the lock.
     pub fn acquire(db: &Path) -> Result<Self, String> {
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        }
         let mut path = db.as_os_str().to_owned();
         path.push(".lock");
         let path = PathBuf::from(path);
