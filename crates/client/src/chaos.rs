@@ -10,8 +10,9 @@
 //!                   ─► wait until quiet ─► logs identical? catalog one to one? ─► verdict
 //! ```
 //!
-//! Round 1 always kills the leader, so at least one round hits it. In raft mode every third
-//! round kills two replicas: a majority is lost, trades must be refused (not accepted without a
+//! Round 1 always kills the leader, so at least one round hits it; later victims are drawn at
+//! random from the replicas the previous round spared. In raft mode every third round kills
+//! two replicas: a majority is lost, trades must be refused (not accepted without a
 //! majority) until one returns, and no acknowledged order may be lost.
 //!
 //! `--sabotage` is a negative control: during the last round it silently changes one order in
@@ -310,10 +311,12 @@ async fn experiment(config: &ChaosConfig, cluster: &mut Cluster) -> Result<Chaos
         problems: Vec::new(),
     };
     tokio::time::sleep(config.settle).await;
+    let mut previous: Vec<u8> = Vec::new();
     for round in 1..=config.rounds {
         let errors_before = live.errors.load(Ordering::Relaxed);
         let trades_before = live.trades.load(Ordering::Relaxed);
-        let mut outcome = run_round(config, cluster, &api, &mut rng, round).await;
+        let mut outcome = run_round(config, cluster, &api, &mut rng, round, &previous).await;
+        previous.clone_from(&outcome.killed);
         outcome.client_errors = live.errors.load(Ordering::Relaxed) - errors_before;
         outcome.trades = live.trades.load(Ordering::Relaxed) - trades_before;
         tracing::info!(
@@ -340,6 +343,7 @@ async fn run_round(
     api: &FrontendClient,
     rng: &mut StdRng,
     round: u32,
+    previous: &[u8],
 ) -> RoundReport {
     let ids = cluster.replica_ids();
     let leader = api.leader().await.ok().map(|l| l.id.0);
@@ -358,8 +362,20 @@ async fn run_round(
             killed.push(follower);
         }
     }
+    // Victims are drawn from the replicas the previous round spared, when enough are left,
+    // so rounds differ (and the leader, which moves, keeps being hit).
+    let fresh: Vec<u8> = ids
+        .iter()
+        .copied()
+        .filter(|id| !previous.contains(id))
+        .collect();
+    let pool = if fresh.len() >= count {
+        fresh
+    } else {
+        ids.clone()
+    };
     while killed.len() < count {
-        let candidate = ids[rng.random_range(0..ids.len())];
+        let candidate = pool[rng.random_range(0..pool.len())];
         if !killed.contains(&candidate) {
             killed.push(candidate);
         }
