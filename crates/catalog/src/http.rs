@@ -197,8 +197,10 @@ async fn feed_subscribe(
     let label = query.subscriber.unwrap_or_else(|| "unnamed".into());
     let feed = app.feed.clone();
     let shutdown = app.shutdown.clone();
+    // The upgraded connection runs in a task of hyper's; it logs under this request's span.
+    let span = tracing::Span::current();
     upgrade.on_upgrade(move |socket| {
         feed.serve_subscriber(socket, label, lease, shutdown)
-            .in_current_span()
+            .instrument(span)
     })
 }

@@ -46,6 +46,8 @@ pub struct Catalog {
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
     _lock: DbLock,
+    /// `service=catalog`: every log line of this service, its writer thread's included.
+    root: tracing::Span,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -63,6 +65,8 @@ impl Catalog {
     /// [`Error::Config`] or [`Error::Storage`], each naming the flag or file.
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
+        let root = tracing::info_span!("service", service = "catalog");
+        let _entered = root.enter();
         let lock = DbLock::acquire(&config.db).map_err(Error::Config)?;
         let fatal = Fatal::new();
         let stocks = config.stocks.clone();
@@ -74,6 +78,7 @@ impl Catalog {
             writer,
             fatal,
             _lock: lock,
+            root: root.clone(),
         })
     }
 
@@ -88,7 +93,7 @@ impl Catalog {
     /// # Errors
     /// [`Error::Storage`] when a durable write failed; the process should exit non-zero.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
-        let root = tracing::info_span!("service", service = "catalog");
+        let root = self.root.clone();
         self.run(listener, shutdown, root.clone())
             .instrument(root)
             .await
@@ -106,6 +111,7 @@ impl Catalog {
             writer,
             fatal,
             _lock,
+            root: _,
         } = self;
         let metrics = Metrics::with_root(root);
         let feed_metrics = FeedMetrics::default();

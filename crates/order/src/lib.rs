@@ -59,6 +59,9 @@ pub struct OrderService {
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
     _lock: DbLock,
+    /// `service=order, replica_id`: every log line of this replica, its writer thread's
+    /// included.
+    root: tracing::Span,
 }
 
 /// The opened database, in the shape its replication mode needs.
@@ -83,6 +86,8 @@ impl OrderService {
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         let path = config.db_path();
+        let root = tracing::info_span!("service", service = "order", replica_id = config.id.0);
+        let _entered = root.enter();
         let lock = DbLock::acquire(&path).map_err(Error::Config)?;
         let fatal = Fatal::new();
         let (storage, writer) = match ReplicationMode::from(config.replication) {
@@ -101,6 +106,7 @@ impl OrderService {
             writer,
             fatal,
             _lock: lock,
+            root: root.clone(),
         })
     }
 
@@ -111,7 +117,7 @@ impl OrderService {
     /// # Errors
     /// [`Error::Storage`] when a durable write failed; the process should exit non-zero.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
-        let root = tracing::info_span!("service", service = "order", replica_id = self.config.id.0);
+        let root = self.root.clone();
         self.run(listener, shutdown, root.clone())
             .instrument(root)
             .await
@@ -129,6 +135,7 @@ impl OrderService {
             writer,
             fatal,
             _lock,
+            root: _,
         } = self;
         let metrics = Metrics::with_root(root);
         let stop = shutdown.child_token();

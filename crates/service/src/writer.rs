@@ -40,9 +40,12 @@ where
     F: FnMut(Vec<C>) -> Result<(), String> + Send + 'static,
 {
     let label = name.to_owned();
+    // The thread logs under the span current where it is started (the service's root span).
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name(label.clone())
         .spawn(move || {
+            let _entered = span.enter();
             while let Some(requests) = batch::blocking_recv(&mut queue, batch_len_max) {
                 if let Err(e) = commit(requests) {
                     fatal.raise(format!("{label}: {e}"));
