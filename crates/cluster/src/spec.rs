@@ -319,6 +319,44 @@ mod tests {
     }
 
     #[test]
+    fn only_the_front_end_leaves_loopback_with_frontend_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spec = ClusterSpec::new("bazaar".into(), dir.path().to_owned(), 8080);
+        spec.frontend_host = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let services = spec.services().expect("services");
+        let listen = |s: &ServiceSpec| {
+            let i = s
+                .command
+                .iter()
+                .position(|a| a == "--listen")
+                .expect("--listen");
+            s.command[i + 1].clone()
+        };
+        let frontend = services
+            .iter()
+            .find(|s| s.role == Role::Frontend)
+            .expect("frontend");
+        assert_eq!(listen(frontend), "0.0.0.0:8080");
+        assert_eq!(
+            frontend.url, "http://127.0.0.1:8080",
+            "a wildcard is reached on loopback"
+        );
+        for other in services.iter().filter(|s| s.role != Role::Frontend) {
+            assert!(listen(other).starts_with("127.0.0.1:"), "{}", other.name());
+        }
+        spec.frontend_host = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+        let services = spec.services().expect("services");
+        let frontend = services
+            .iter()
+            .find(|s| s.role == Role::Frontend)
+            .expect("frontend");
+        assert_eq!(
+            frontend.url, "http://10.0.0.5:8080",
+            "a specific address is reached there"
+        );
+    }
+
+    #[test]
     fn a_base_port_too_high_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = ClusterSpec::new("bazaar".into(), dir.path().to_owned(), 65530);
