@@ -7,12 +7,12 @@
 //! state, so check-and-update is one atomic step.
 //!
 //! Lookups never touch SQLite: the writer publishes every committed stock to an in-memory map
-//! that readers copy from. Trade listings use a separate read-only connection (WAL lets it read
+//! that readers copy from. Trade listings use read-only connections (WAL lets them read
 //! while the writer commits).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bazaar_api::catalog::{TradeRecord, TradeState, TradeTry, TradesQuery};
 use bazaar_api::{Epoch, Price, RequestId, StockState, Version};
@@ -89,7 +89,7 @@ pub struct Store {
     commands: mpsc::Sender<Command>,
     /// Committed stocks, published by the writer after each commit.
     stocks: Arc<RwLock<BTreeMap<String, StockState>>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: db::Readers,
     path: PathBuf,
 }
 
@@ -114,7 +114,7 @@ impl Store {
         init_schema(&mut conn, path, seed)?;
         let rows = load_stocks(&conn).map_err(|e| Error::Storage(db::describe(path, &e)))?;
         let fence = load_fence(&conn).map_err(|e| Error::Storage(db::describe(path, &e)))?;
-        let reader = db::open_reader(path).map_err(Error::Storage)?;
+        let readers = db::Readers::open(path).map_err(Error::Storage)?;
         let published: BTreeMap<String, StockState> = rows
             .iter()
             .map(|(name, row)| (name.clone(), row.state()))
@@ -143,7 +143,7 @@ impl Store {
         let store = Self {
             commands,
             stocks,
-            reader: Arc::new(Mutex::new(reader)),
+            readers,
             path: path.to_owned(),
         };
         Ok((store, thread))
@@ -207,29 +207,19 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`].
     pub async fn trades(&self, query: TradesQuery) -> Result<Vec<TradeRecord>> {
-        let reader = Arc::clone(&self.reader);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let cutoff = query
-                .older_than_ms
-                .map_or(u64::MAX, |age| now_ms().saturating_sub(age));
-            query_trades(&conn, query.state, cutoff)
-                .map_err(|e| Error::Storage(db::describe(&path, &e)))
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("trade listing task failed: {e}")))?
+        let cutoff = query
+            .older_than_ms
+            .map_or(u64::MAX, |age| now_ms().saturating_sub(age));
+        self.readers
+            .read(move |conn| query_trades(conn, query.state, cutoff))
+            .await
+            .map_err(Error::Storage)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
+        writer::request(&self.commands, make)
             .await
-            .map_err(|_| Error::ShuttingDown)?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
+            .unwrap_or(Err(Error::ShuttingDown))
     }
 }
 

@@ -118,7 +118,7 @@ pub struct LogStore {
     commands: mpsc::Sender<Command>,
     /// The committed last entry, updated by the writer after each commit.
     last: Arc<Mutex<Option<Last>>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: db::Readers,
     path: PathBuf,
 }
 
@@ -159,7 +159,7 @@ impl LogStore {
         );
         let last = load_last(&conn).map_err(storage)?;
         let term = load_term(&conn).map_err(storage)?;
-        let reader = db::open_reader(path).map_err(Error::Storage)?;
+        let readers = db::Readers::open(path).map_err(Error::Storage)?;
         let last = Arc::new(Mutex::new(last));
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE_LEN);
         let mut writer = Writer {
@@ -182,7 +182,7 @@ impl LogStore {
         let store = Self {
             commands,
             last,
-            reader: Arc::new(Mutex::new(reader)),
+            readers,
             path: path.to_owned(),
         };
         Ok((store, term, thread))
@@ -282,25 +282,16 @@ impl LogStore {
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let reader = Arc::clone(&self.reader);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            query(&conn).map_err(|e| Error::Storage(db::describe(&path, &e)))
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("log read task failed: {e}")))?
+        self.readers
+            .read(move |conn| query(conn))
+            .await
+            .map_err(Error::Storage)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
+        writer::request(&self.commands, make)
             .await
-            .map_err(|_| Error::ShuttingDown)?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
+            .unwrap_or(Err(Error::ShuttingDown))
     }
 }
 

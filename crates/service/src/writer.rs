@@ -22,6 +22,17 @@ pub fn defer<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) -> Deferred
     })
 }
 
+/// Sends a writer the request `make` builds around its reply channel, and waits for the reply.
+/// `None` when the writer is gone (the service is stopping, or a commit failed).
+pub async fn request<C, T>(
+    queue: &mpsc::Sender<C>,
+    make: impl FnOnce(oneshot::Sender<T>) -> C,
+) -> Option<T> {
+    let (reply, answer) = oneshot::channel();
+    queue.send(make(reply)).await.ok()?;
+    answer.await.ok()
+}
+
 /// Starts a writer thread named `name` that hands batches of up to `batch_len_max` requests
 /// to `commit`. When `commit` fails, `fatal` is raised with its message and the thread ends;
 /// otherwise it ends when every sender of `queue` is gone and the queue is drained.

@@ -55,9 +55,6 @@ const COMMAND_QUEUE_LEN: usize = 256;
 /// Most requests committed by one database transaction.
 const BATCH_LEN_MAX: usize = 64;
 
-/// Idle read connections kept open.
-const READERS_KEPT_MAX: usize = 4;
-
 /// Newest log entries kept in memory.
 const TAIL_LEN_MAX: usize = 4096;
 
@@ -177,7 +174,7 @@ struct Inner {
     committed: Arc<Mutex<Option<Option<LogId>>>>,
     /// The newest durable log entries, consecutive; changed only after the database.
     tail: Mutex<VecDeque<Entry>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: db::Readers,
     path: PathBuf,
 }
 
@@ -238,7 +235,7 @@ impl Db {
                 state,
                 committed,
                 tail: Mutex::new(VecDeque::new()),
-                readers: Mutex::new(Vec::new()),
+                readers: db::Readers::open(path).map_err(Error::Storage)?,
                 path: path.to_owned(),
             }),
         };
@@ -531,40 +528,13 @@ impl Db {
         &self,
         query: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pop();
-            let mut conn = match pooled {
-                Some(conn) => conn,
-                None => db::open_reader(&inner.path).map_err(Error::Storage)?,
-            };
-            let result =
-                query(&mut conn).map_err(|e| Error::Storage(db::describe(&inner.path, &e)));
-            let mut readers = inner
-                .readers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if readers.len() < READERS_KEPT_MAX {
-                readers.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("raft database read task failed: {e}")))?
+        self.inner.readers.read(query).await.map_err(Error::Storage)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .requests
-            .send(make(reply))
+        writer::request(&self.inner.requests, make)
             .await
-            .map_err(|_| Error::ShuttingDown)?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
+            .unwrap_or(Err(Error::ShuttingDown))
     }
 }
 
