@@ -349,37 +349,18 @@ async fn run_round(
     let leader = api.leader().await.ok().map(|l| l.id.0);
     let raft = config.replication == "raft";
     let majority_round = raft && round.is_multiple_of(3) && ids.len() >= 3;
-    let mut killed: Vec<u8> = Vec::new();
-    if round == 1
-        && let Some(l) = leader
-    {
-        killed.push(l);
-    }
-    let count = if majority_round { ids.len() / 2 + 1 } else { 1 };
-    if config.sabotage && round == config.rounds && killed.is_empty() {
-        // The negative control needs a stopped follower to corrupt.
-        if let Some(&follower) = ids.iter().find(|id| Some(**id) != leader) {
-            killed.push(follower);
-        }
-    }
-    // Victims are drawn from the replicas the previous round spared, when enough are left,
-    // so rounds differ (and the leader, which moves, keeps being hit).
-    let fresh: Vec<u8> = ids
-        .iter()
-        .copied()
-        .filter(|id| !previous.contains(id))
-        .collect();
-    let pool = if fresh.len() >= count {
-        fresh
-    } else {
-        ids.clone()
-    };
-    while killed.len() < count {
-        let candidate = pool[rng.random_range(0..pool.len())];
-        if !killed.contains(&candidate) {
-            killed.push(candidate);
-        }
-    }
+    let killed = choose_victims(
+        &ids,
+        leader,
+        previous,
+        Pick {
+            count: if majority_round { ids.len() / 2 + 1 } else { 1 },
+            leader_first: round == 1,
+            // The negative control needs a stopped follower to corrupt.
+            follower_needed: config.sabotage && round == config.rounds,
+        },
+        rng,
+    );
     let mut outcome = RoundReport {
         round,
         leader_killed: leader.is_some_and(|l| killed.contains(&l)),
@@ -448,6 +429,59 @@ async fn run_round(
     }
     tokio::time::sleep(config.settle).await;
     outcome
+}
+
+/// What a round's choice of victims must satisfy.
+#[derive(Debug, Clone, Copy)]
+struct Pick {
+    /// How many replicas to kill.
+    count: usize,
+    /// Kill the leader (round 1: at least one round must hit it).
+    leader_first: bool,
+    /// Kill at least one follower.
+    follower_needed: bool,
+}
+
+/// Chooses a round's victims. Beyond what `pick` requires, they are drawn at random from the
+/// replicas the previous round spared when enough are left, so rounds differ and the leader,
+/// which moves, keeps being hit.
+fn choose_victims(
+    ids: &[u8],
+    leader: Option<u8>,
+    previous: &[u8],
+    pick: Pick,
+    rng: &mut StdRng,
+) -> Vec<u8> {
+    let mut killed: Vec<u8> = Vec::new();
+    if pick.leader_first
+        && let Some(l) = leader
+    {
+        killed.push(l);
+    }
+    if pick.follower_needed
+        && killed.is_empty()
+        && let Some(&follower) = ids.iter().find(|id| Some(**id) != leader)
+    {
+        killed.push(follower);
+    }
+    let count = pick.count.min(ids.len());
+    let fresh: Vec<u8> = ids
+        .iter()
+        .copied()
+        .filter(|id| !previous.contains(id) && !killed.contains(id))
+        .collect();
+    let pool: Vec<u8> = if fresh.len() + killed.len() >= count {
+        fresh
+    } else {
+        ids.to_vec()
+    };
+    while killed.len() < count {
+        let candidate = pool[rng.random_range(0..pool.len())];
+        if !killed.contains(&candidate) {
+            killed.push(candidate);
+        }
+    }
+    killed
 }
 
 fn ms(d: Duration) -> f64 {
@@ -535,4 +569,74 @@ fn sabotage(db: &Path) -> std::result::Result<TxnNumber, String> {
     )
     .map_err(|e| format!("{}: {e}", db.display()))?;
     Ok(TxnNumber(u64::try_from(number).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(count: usize) -> Pick {
+        Pick {
+            count,
+            leader_first: false,
+            follower_needed: false,
+        }
+    }
+
+    #[test]
+    fn round_one_kills_the_leader_and_later_rounds_spare_the_last_victims() {
+        let ids = [1, 2, 3];
+        for seed in 0..50 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let first = choose_victims(
+                &ids,
+                Some(3),
+                &[],
+                Pick {
+                    leader_first: true,
+                    ..pick(1)
+                },
+                &mut rng,
+            );
+            assert_eq!(first, [3]);
+            let mut previous = first;
+            for _ in 0..20 {
+                let next = choose_victims(&ids, Some(2), &previous, pick(1), &mut rng);
+                assert_eq!(next.len(), 1);
+                assert!(
+                    !previous.contains(&next[0]),
+                    "seed {seed}: {next:?} after {previous:?}"
+                );
+                previous = next;
+            }
+        }
+    }
+
+    #[test]
+    fn majority_rounds_kill_distinct_replicas_and_sabotage_gets_a_follower() {
+        let ids = [1, 2, 3];
+        for seed in 0..50 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut two = choose_victims(&ids, Some(1), &[2], pick(2), &mut rng);
+            two.sort_unstable();
+            two.dedup();
+            assert_eq!(
+                two.len(),
+                2,
+                "two distinct victims even when one was just killed"
+            );
+            let sabotage = choose_victims(
+                &ids,
+                Some(1),
+                &[],
+                Pick {
+                    follower_needed: true,
+                    ..pick(1)
+                },
+                &mut rng,
+            );
+            assert_eq!(sabotage.len(), 1);
+            assert_ne!(sabotage[0], 1, "the victim is a follower");
+        }
+    }
 }
