@@ -9,14 +9,16 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::catalog::{TradeRecord, TradeSettle, TradeTry, TradesQuery};
-use crate::envelope::{Data, ErrorBody, LeaderHint};
-use crate::ids::{Epoch, ReplicaId, RequestId, TxnNumber, Version};
+use crate::catalog::{CatalogStatus, StockAt, StocksAt};
+use crate::envelope::{Data, ErrorBody, ErrorKind, LeaderHint};
+use crate::ids::{Epoch, ReplicaId, TxnNumber, Version};
+use crate::log::{LogFollow, LogFollowQuery, LogIndex, Position, PositionReply};
 use crate::order::Order;
 use crate::replica::{
-    AppendReply, AppendRequest, LeaderNotice, OrderEntry, OrderTrade, ReplicaStatus, TradeAck,
+    AppendReply, AppendRequest, LeaderNotice, LogEntry, OrderTrade, PeerStatus, ReplicaStatus,
+    RestockRequest, TradeAck, TradeReceipt,
 };
-use crate::stock::{Stock, StockState};
+use crate::stock::Stock;
 
 /// HTTP status an order replica answers with when it is not the leader.
 pub const STATUS_NOT_LEADER: u16 = 421;
@@ -44,10 +46,14 @@ pub enum ClientError {
     Rejected {
         /// HTTP status.
         status: u16,
+        /// What went wrong.
+        kind: ErrorKind,
         /// The service's message.
         message: String,
-        /// On 421 from an order replica: the leader it believes in.
+        /// On `not_leader` from an order replica: the leader it believes in.
         leader: Option<LeaderHint>,
+        /// On `stale_epoch` from an order replica: the newest epoch it knows.
+        epoch: Option<Epoch>,
     },
     /// A success status with a body that is not what the API promises.
     #[error("{url} sent a reply that could not be read: {detail}")]
@@ -65,6 +71,15 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The kind of a rejection.
+    #[must_use]
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Rejected { kind, .. } => Some(*kind),
             _ => None,
         }
     }
@@ -227,13 +242,20 @@ async fn decode<T: DeserializeOwned>(
     Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(body) => ClientError::Rejected {
             status: status.as_u16(),
+            kind: body
+                .error
+                .kind
+                .unwrap_or_else(|| ErrorKind::from_status(status.as_u16())),
             message: body.error.message,
             leader: body.error.leader,
+            epoch: body.error.epoch,
         },
         Err(_) => ClientError::Rejected {
             status: status.as_u16(),
+            kind: ErrorKind::from_status(status.as_u16()),
             message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
             leader: None,
+            epoch: None,
         },
     })
 }
@@ -264,7 +286,7 @@ pub struct CatalogClient {
 }
 
 impl CatalogClient {
-    /// A client of the catalog at `base` (`http://host:port`).
+    /// A client of the catalog at `base`.
     #[must_use]
     pub fn new(http: Http, base: impl Into<String>) -> Self {
         Self {
@@ -279,84 +301,39 @@ impl CatalogClient {
         &self.base
     }
 
-    /// `GET /stocks/{name}`.
+    /// `GET /stocks/{name}?min_position=..`: the stock from a view at `min_position` or later.
     ///
     /// # Errors
-    /// 404 for an unknown stock; transport errors.
-    pub async fn stock_get(&self, name: &str) -> ClientResult<StockState> {
-        self.http
-            .get(&url_with_segments(&self.base, &["stocks", name]))
-            .await
-    }
-
-    /// `GET /stocks`: every stock.
-    ///
-    /// # Errors
-    /// Transport errors.
-    pub async fn stocks(&self) -> ClientResult<Vec<StockState>> {
-        self.http.get(&format!("{}/stocks", self.base)).await
-    }
-
-    /// Try: reserve a trade.
-    ///
-    /// # Errors
-    /// 404 unknown stock, 409 not enough stock, 412 stale epoch; transport errors.
-    pub async fn trade_try(&self, trade: &TradeTry) -> ClientResult<TradeRecord> {
-        self.http
-            .post(&format!("{}/internal/trades", self.base), trade)
-            .await
-    }
-
-    /// Confirm a reservation: the trade becomes visible and caches are invalidated before
-    /// this returns.
-    ///
-    /// # Errors
-    /// 404 unknown request id, 409 already cancelled, 412 stale epoch; transport errors.
-    pub async fn trade_confirm(&self, id: RequestId, epoch: Epoch) -> ClientResult<TradeRecord> {
-        self.http
-            .post(
-                &format!("{}/internal/trades/{id}/confirm", self.base),
-                &TradeSettle { epoch },
-            )
-            .await
-    }
-
-    /// Cancel a reservation.
-    ///
-    /// # Errors
-    /// 404 unknown request id, 409 already confirmed, 412 stale epoch; transport errors.
-    pub async fn trade_cancel(&self, id: RequestId, epoch: Epoch) -> ClientResult<TradeRecord> {
-        self.http
-            .post(
-                &format!("{}/internal/trades/{id}/cancel", self.base),
-                &TradeSettle { epoch },
-            )
-            .await
-    }
-
-    /// `GET /internal/trades`, filtered.
-    ///
-    /// # Errors
-    /// Transport errors.
-    pub async fn trades(&self, query: &TradesQuery) -> ClientResult<Vec<TradeRecord>> {
-        let mut url = format!("{}/internal/trades?", self.base);
-        if let Some(state) = query.state {
-            url.push_str(&format!("state={}&", state.as_str()));
-        }
-        if let Some(ms) = query.older_than_ms {
-            url.push_str(&format!("older_than_ms={ms}"));
-        }
+    /// 404 unknown stock; 503 when the view has not reached `min_position` in time; transport
+    /// errors.
+    pub async fn stock_get(&self, name: &str, min_position: Position) -> ClientResult<StockAt> {
+        let url = format!(
+            "{}?min_position={}",
+            url_with_segments(&self.base, &["stocks", name]),
+            min_position.0
+        );
         self.http.get(&url).await
     }
 
-    /// The base URL of the invalidation feed, as a `ws://` URL.
-    #[must_use]
-    pub fn feed_url(&self) -> String {
-        let rest = self
-            .base
-            .strip_prefix("http://")
-            .unwrap_or(self.base.as_str());
-        format!("ws://{rest}/internal/feed")
+    /// `GET /stocks?min_position=..`: every stock.
+    ///
+    /// # Errors
+    /// As [`Self::stock_get`].
+    pub async fn stocks(&self, min_position: Position) -> ClientResult<StocksAt> {
+        self.http
+            .get(&format!(
+                "{}/stocks?min_position={}",
+                self.base, min_position.0
+            ))
+            .await
+    }
+
+    /// `GET /health`.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn status(&self) -> ClientResult<CatalogStatus> {
+        self.http.get(&format!("{}/health", self.base)).await
     }
 }
 
@@ -409,12 +386,22 @@ impl ReplicaClient {
         self.http.get(&format!("{}/health", self.base)).await
     }
 
+    /// `GET /internal/status`: what a primary-backup replica tells its peers.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn peer_status(&self) -> ClientResult<PeerStatus> {
+        self.http
+            .get(&format!("{}/internal/status", self.base))
+            .await
+    }
+
     /// `POST /trades`: execute a trade on the leader.
     ///
     /// # Errors
-    /// 404, 409 pass through from the catalog; 421 when not the leader; 503 when the leader
-    /// is not ready or the catalog is unreachable; transport errors.
-    pub async fn trade(&self, trade: &OrderTrade) -> ClientResult<TradeAck> {
+    /// 404 unknown stock, 409 not enough stock; 421 when not the leader; 503 when the leader is
+    /// not ready or the outcome is uncertain; transport errors.
+    pub async fn trade(&self, trade: &OrderTrade) -> ClientResult<TradeReceipt> {
         self.http
             .post(&format!("{}/trades", self.base), trade)
             .await
@@ -450,18 +437,81 @@ impl ReplicaClient {
             .await
     }
 
-    /// `GET /internal/orders?from=..&limit=..`: a page of the replica's log.
+    /// `GET /internal/log/entries?from=..&limit=..`: a page of a primary-backup log.
     ///
     /// # Errors
     /// Transport errors.
-    pub async fn orders_page(&self, from: TxnNumber, limit: u32) -> ClientResult<Vec<OrderEntry>> {
+    pub async fn entries(&self, from: LogIndex, limit: u32) -> ClientResult<Vec<LogEntry>> {
         self.http
             .get(&format!(
-                "{}/internal/orders?from={}&limit={limit}",
+                "{}/internal/log/entries?from={}&limit={limit}",
                 self.base, from.0
             ))
             .await
     }
+
+    /// `GET /internal/log?from=..&wait_ms=..` on the leader: what a catalog follows.
+    ///
+    /// # Errors
+    /// 421 when not the leader; transport errors.
+    pub async fn log_follow(&self, query: &LogFollowQuery) -> ClientResult<LogFollow> {
+        let mut url = format!("{}/internal/log?from={}", self.base, query.from.0);
+        if let Some(epoch) = query.epoch {
+            url.push_str(&format!("&epoch={}", epoch.0));
+        }
+        if let Some(wait_ms) = query.wait_ms {
+            url.push_str(&format!("&wait_ms={wait_ms}"));
+        }
+        self.http.get(&url).await
+    }
+
+    /// `GET /internal/position` on the leader.
+    ///
+    /// # Errors
+    /// 421 when not the leader; 503 when it cannot vouch for its position; transport errors.
+    pub async fn position(&self) -> ClientResult<PositionReply> {
+        self.http
+            .get(&format!("{}/internal/position", self.base))
+            .await
+    }
+
+    /// `POST /internal/restock` on the leader.
+    ///
+    /// # Errors
+    /// 421 when not the leader; transport errors.
+    pub async fn restock(&self, request: &RestockRequest) -> ClientResult<Position> {
+        self.http
+            .post(&format!("{}/internal/restock", self.base), request)
+            .await
+    }
+
+    /// The replica's invalidation feed, as a `ws://` URL.
+    #[must_use]
+    pub fn feed_url(&self) -> String {
+        let rest = self
+            .base
+            .strip_prefix("http://")
+            .unwrap_or(self.base.as_str());
+        format!("ws://{rest}/internal/feed")
+    }
+}
+
+/// Asks every replica for its health at once and returns the one that says it leads the newest
+/// epoch (raft replicas elect their leader; primary-backup replicas were told it), if any.
+pub async fn find_leader(replicas: &[ReplicaClient]) -> Option<ReplicaClient> {
+    let asks = replicas
+        .iter()
+        .map(|r| async move { (r, r.status().await) });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|(r, status)| {
+            let status = status.ok()?;
+            (status.role == crate::replica::ReplicaRole::Leader && status.ready)
+                .then_some((status.epoch, r))
+        })
+        .max_by_key(|(epoch, _)| *epoch)
+        .map(|(_, r)| r.clone())
 }
 
 /// `GET /cache` of the front-end.
@@ -488,8 +538,10 @@ pub struct CacheView {
 pub struct CacheEntryView {
     /// Stock name.
     pub name: String,
-    /// Catalog version of the cached value.
+    /// The stock's version in the cached value.
     pub version: Version,
+    /// The log position of the view the value was read from.
+    pub position: Position,
 }
 
 /// `GET /leader` of the front-end.

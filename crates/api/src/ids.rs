@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 /// An order's number in the replicated log. Numbers start at 0 and grow by one per successful
 /// trade, with no gaps, across leader changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct TxnNumber(pub u64);
 

@@ -8,7 +8,9 @@
 //! - [`price`] — exact prices in integer cents, written as JSON numbers with two decimals.
 //! - [`envelope`] — the `{"data": ..}` and `{"error": {"code", "message"}}` bodies.
 //! - [`stock`], [`order`] — the public resources and the trade request.
-//! - [`catalog`] — the catalog's internal trade saga messages and its invalidation feed.
+//! - [`log`] — the replicated log's commands and effects, positions, and how catalogs follow it.
+//! - [`catalog`] — what a catalog answers lookups with and reports about itself.
+//! - [`feed`] — the invalidation feed from the order leader to front-ends.
 //! - [`replica`] — the order replicas' status, leader notices and replication messages.
 //! - [`client`] — typed clients over pooled keep-alive HTTP connections.
 #![warn(missing_docs)]
@@ -16,13 +18,15 @@
 pub mod catalog;
 pub mod client;
 pub mod envelope;
+pub mod feed;
 pub mod ids;
+pub mod log;
 pub mod order;
 pub mod price;
 pub mod replica;
 pub mod stock;
 
-pub use envelope::{Data, ErrorBody, ErrorDetail, LeaderHint};
+pub use envelope::{Data, ErrorBody, ErrorDetail, ErrorKind, LeaderHint};
 pub use ids::{Epoch, ReplicaId, RequestId, TxnNumber, Version};
 pub use order::{Order, TradeType};
 pub use price::Price;

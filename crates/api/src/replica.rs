@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Epoch, ReplicaId, RequestId, TxnNumber};
-use crate::order::{Order, TradeType};
+use crate::log::{Command, LogIndex, Position, TradeCommand};
+use crate::order::TradeType;
 
 /// How the replicas agree on the order log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,12 +42,15 @@ pub enum ReplicaRole {
     Leader,
 }
 
-/// The last entry of a log: enough to compare two logs' progress.
+/// Where one epoch's entries start in a log. A log's runs, oldest first, give the epoch of every
+/// entry in a few words, and two logs' runs give the last entry they agree on (two entries with
+/// the same index and epoch were written by the same leader and are the same entry, and so is
+/// everything before them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogTip {
-    /// Number of the last entry.
-    pub number: TxnNumber,
-    /// Epoch of the leader that created it.
+pub struct EpochRun {
+    /// The run's first entry.
+    pub start: LogIndex,
+    /// The epoch of the leader that wrote it.
     pub epoch: Epoch,
 }
 
@@ -63,10 +67,34 @@ pub struct ReplicaStatus {
     pub ready: bool,
     /// The leader it follows (itself when leading), if known.
     pub leader: Option<ReplicaId>,
+    /// Newest epoch (raft: term) it has seen.
+    pub epoch: Epoch,
+    /// Entries in its log (raft: entries applied).
+    pub position: Position,
+    /// The number of its last order, if it holds any.
+    pub last_number: Option<TxnNumber>,
+    /// On a leader: how far its changes are visible (acknowledged, pushed to every front-end and
+    /// offered to the catalogs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible: Option<Position>,
+}
+
+/// `GET /internal/status`: what a primary-backup replica tells its peers, enough to choose whom
+/// to copy from and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The replica.
+    pub id: ReplicaId,
+    /// Its role.
+    pub role: ReplicaRole,
     /// Newest epoch it has seen.
     pub epoch: Epoch,
-    /// Its log's last entry, `None` when empty.
-    pub last: Option<LogTip>,
+    /// The leader of that epoch, if known.
+    pub leader: Option<ReplicaId>,
+    /// Durable entries in its log.
+    pub len: Position,
+    /// Epoch runs of those entries.
+    pub runs: Vec<EpochRun>,
 }
 
 /// A trade sent by a front-end to the leader (`POST /trades`).
@@ -81,105 +109,116 @@ pub struct OrderTrade {
     pub kind: TradeType,
     /// Shares.
     pub quantity: u64,
-    /// 0 on the front-end's first attempt, counted up on each retry. A first attempt's request
-    /// id is brand new, so the leader skips looking for it in the log.
-    #[serde(default)]
-    pub attempt: u32,
 }
 
-/// Successful reply to a trade.
+impl OrderTrade {
+    /// The trade as the log records it.
+    #[must_use]
+    pub fn command(&self) -> TradeCommand {
+        TradeCommand {
+            request_id: self.request_id,
+            name: self.name.clone(),
+            kind: self.kind,
+            quantity: self.quantity,
+        }
+    }
+}
+
+/// The leader's answer to a trade: its number, and the position a state must reach to show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeReceipt {
+    /// The order's number.
+    pub transaction_number: TxnNumber,
+    /// A state at this position (or later) reflects the trade.
+    pub position: Position,
+}
+
+/// Successful public reply to a trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TradeAck {
     /// The order's number.
     pub transaction_number: TxnNumber,
 }
 
-/// One entry of the replicated order log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderEntry {
-    /// Position in the log.
-    pub number: TxnNumber,
-    /// The trade's identity; unique in a log.
-    pub request_id: RequestId,
-    /// Stock traded.
-    pub name: String,
-    /// Buy or sell.
-    #[serde(rename = "type")]
-    pub kind: TradeType,
-    /// Shares.
-    pub quantity: u64,
-    /// Epoch of the leader that created the entry; on conflict the newer epoch wins.
-    pub epoch: Epoch,
+/// A restock request from a catalog to the leader (`POST /internal/restock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestockRequest {
+    /// The quantity sold-out stocks get back.
+    pub to: u64,
 }
 
-impl OrderEntry {
-    /// The entry as the public API shows it.
-    #[must_use]
-    pub fn to_order(&self) -> Order {
-        Order {
-            number: self.number,
-            name: self.name.clone(),
-            kind: self.kind,
-            quantity: self.quantity,
-        }
-    }
-
-    /// The tip a log ending in this entry has.
-    #[must_use]
-    pub fn tip(&self) -> LogTip {
-        LogTip {
-            number: self.number,
-            epoch: self.epoch,
-        }
-    }
+/// One entry of a primary-backup log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Its index.
+    pub index: LogIndex,
+    /// Epoch of the leader that wrote it.
+    pub epoch: Epoch,
+    /// What it says.
+    pub command: Command,
 }
 
 /// A leader announcement from the front-end's leader selection (`POST /internal/leader`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderNotice {
     /// The chosen leader.
     pub leader: ReplicaId,
     /// The new epoch; replicas ignore notices older than the newest epoch they saw.
     pub epoch: Epoch,
+    /// The replicas the front-end found answering when it chose: the new leader waits for these
+    /// and catches the others up in the background, instead of first timing out on each.
+    #[serde(default)]
+    pub live: Vec<ReplicaId>,
 }
 
-/// Identifies the entry just before a batch, so a follower can check that its log agrees with
-/// the leader's up to there before appending (the log matching rule).
+/// The entry just before a batch: a follower appends only on top of a log that holds it (the log
+/// matching rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryRef {
-    /// Its number.
-    pub number: TxnNumber,
-    /// Its request id.
-    pub request_id: RequestId,
+pub struct EntryId {
+    /// Its index.
+    pub index: LogIndex,
+    /// Its epoch.
+    pub epoch: Epoch,
 }
 
 /// Leader to follower: store these entries (`POST /internal/append`). An empty batch is a
-/// probe that makes a lagging follower catch up.
+/// heartbeat and a probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendRequest {
     /// Sender's epoch.
     pub epoch: Epoch,
     /// Sender's id.
     pub leader: ReplicaId,
-    /// The entry before the first in `entries` (or the leader's last entry when `entries` is
-    /// empty); `None` when the batch starts the log.
-    pub prev: Option<EntryRef>,
+    /// The entry before the first in `entries`; `None` when the batch starts the log.
+    pub prev: Option<EntryId>,
     /// Consecutive entries.
-    pub entries: Vec<OrderEntry>,
+    pub entries: Vec<LogEntry>,
 }
 
-/// Follower's answer to an append: its log's tip after durably storing the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppendReply {
-    /// Last entry now held.
-    pub last: Option<LogTip>,
+/// Follower's answer to an append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AppendReply {
+    /// The batch is durable; the follower's log now holds `len` entries, all the leader's.
+    Appended {
+        /// Entries held.
+        len: Position,
+    },
+    /// The follower's log does not hold `prev`: here is what it holds, so the leader can find
+    /// where the two logs agree and send from there.
+    Mismatch {
+        /// Durable entries held.
+        len: Position,
+        /// Their epoch runs.
+        runs: Vec<EpochRun>,
+    },
 }
 
-/// Query of `GET /internal/orders`: a page of the log.
+/// Query of `GET /internal/log/entries`: a page of a primary-backup log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrdersPageQuery {
-    /// First number wanted.
-    pub from: u64,
+pub struct EntriesQuery {
+    /// First index wanted.
+    pub from: LogIndex,
     /// Page length; the replica may return fewer.
     pub limit: Option<u32>,
 }

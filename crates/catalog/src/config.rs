@@ -4,18 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bazaar_api::replica::ReplicaUrls;
 use bazaar_service::parse_duration;
 
 /// Restocking more often than this would turn a background chore into load.
 pub const RESTOCK_INTERVAL_MIN: Duration = Duration::from_millis(100);
 
-/// Default restock level (SPEC.md section 3).
+/// Default restock level.
 pub const RESTOCK_TO_DEFAULT: u64 = 100;
-
-/// How long the catalog waits for a front-end to acknowledge an invalidation before dropping
-/// it from the feed. A dropped front-end stops caching once its lease runs out, so this only
-/// bounds how long one slow front-end can hold up a trade.
-pub const FEED_ACK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 
 /// Configuration of `bazaar catalog`.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,44 +20,45 @@ pub struct Config {
     #[arg(long, env = "BAZAAR_CATALOG_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
-    /// SQLite database file; created, and seeded from --stocks, on first start.
+    /// SQLite file of this catalog's view, written lazily; rebuilt from the order log when it
+    /// is missing or behind.
     #[arg(
         long,
         env = "BAZAAR_CATALOG_DB",
-        default_value = "bazaar-data/catalog.db"
+        default_value = "bazaar-data/catalog-1.db"
     )]
     pub db: PathBuf,
 
-    /// Catalog CSV (header `name,price,quantity`) that seeds a new database. Without it the
-    /// copy of data/stocks.csv built into the binary is used. Ignored once the database exists.
-    #[arg(long, env = "BAZAAR_CATALOG_STOCKS")]
-    pub stocks: Option<PathBuf>,
+    /// The order replicas as `id=url` pairs separated by commas: the catalog follows whichever
+    /// leads.
+    #[arg(
+        long,
+        env = "BAZAAR_REPLICAS",
+        default_value = "1=http://127.0.0.1:8091,2=http://127.0.0.1:8092,3=http://127.0.0.1:8093"
+    )]
+    pub replicas: ReplicaUrls,
 
-    /// Every this often (e.g. 10s), set each stock whose quantity is 0 back to --restock-to.
-    /// Off unless given.
+    /// Every this often (e.g. 10s), ask the order leader to set each stock whose quantity is 0
+    /// back to --restock-to. Off unless given.
     #[arg(long, env = "BAZAAR_RESTOCK_INTERVAL", value_parser = parse_duration)]
     pub restock_interval: Option<Duration>,
 
     /// Quantity a sold-out stock is restocked to.
     #[arg(long, env = "BAZAAR_RESTOCK_TO", default_value_t = RESTOCK_TO_DEFAULT)]
     pub restock_to: u64,
-
-    /// How long to wait for a front-end to acknowledge an invalidation before dropping it.
-    #[arg(long, env = "BAZAAR_FEED_ACK_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub feed_ack_timeout: Duration,
 }
 
 impl Config {
-    /// A configuration with every default, listening on `listen` and storing in `db`.
+    /// A configuration with every default, listening on `listen`, storing in `db`, following
+    /// `replicas`.
     #[must_use]
-    pub fn new(listen: SocketAddr, db: PathBuf) -> Self {
+    pub fn new(listen: SocketAddr, db: PathBuf, replicas: ReplicaUrls) -> Self {
         Self {
             listen,
             db,
-            stocks: None,
+            replicas,
             restock_interval: None,
             restock_to: RESTOCK_TO_DEFAULT,
-            feed_ack_timeout: FEED_ACK_TIMEOUT_DEFAULT,
         }
     }
 
@@ -70,6 +67,9 @@ impl Config {
     /// # Errors
     /// A sentence naming the flag and the bad value.
     pub fn validate(&self) -> Result<(), String> {
+        if self.replicas.0.is_empty() {
+            return Err("--replicas lists no order replica".into());
+        }
         if let Some(interval) = self.restock_interval
             && interval < RESTOCK_INTERVAL_MIN
         {
@@ -83,9 +83,6 @@ impl Config {
                 self.restock_to,
                 bazaar_api::TRADE_QUANTITY_MAX
             ));
-        }
-        if self.feed_ack_timeout.is_zero() {
-            return Err("--feed-ack-timeout must be longer than 0ms".into());
         }
         Ok(())
     }

@@ -1,30 +1,35 @@
-//! The catalog service (SPEC.md section 3): the stocks, persisted in SQLite; the catalog half
-//! of the try-confirm-cancel trade saga; the invalidation feed to front-ends; restocking.
+//! The catalog service: a view of the order log. It follows the leader's released log (every
+//! trade and restock, with what the leader's ledger decided), answers lookups from it (waiting
+//! for a position a lookup asks for), writes it lazily to its own SQLite file, and asks the
+//! leader to restock sold-out stocks. It never holds state the log does not: after a crash, or
+//! with its file gone, it rebuilds from its file plus the log, or from the log alone. Several
+//! catalogs can run; none is a single point of failure.
 //!
 //! # Layout
 //! - [`config`] — flags.
-//! - [`seed`] — the catalog CSV that seeds a new database.
-//! - [`trade`] — the trade rules on one stock, without I/O.
-//! - [`store`] — SQLite, one writer thread with group commit, in-memory reads.
-//! - [`feed`] — server push of invalidations, with leases.
-//! - [`http`] — routes; [`error`]: errors and their HTTP statuses.
+//! - [`view`] — the view, shared by the follower, the routes and the saver.
+//! - [`follow`] — following the leader's log.
+//! - [`file`] — the lazily written SQLite file.
+//! - [`http`] — routes; [`error`]: errors and the one place they become responses.
 //!
-//! [`Catalog::open`] checks the configuration and opens the database; [`Catalog::serve`] runs
-//! the service on a bound listener until shutdown.
+//! [`Catalog::open`] checks the configuration and opens the file; [`Catalog::serve`] runs the
+//! service on a bound listener until shutdown.
 
 pub mod config;
 pub mod error;
-pub mod feed;
+pub mod file;
+pub mod follow;
 pub mod http;
-pub mod seed;
-pub mod store;
-pub mod trade;
+pub mod view;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bazaar_service::{DbLock, Fatal, Metrics};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use bazaar_api::client::{Http, ReplicaClient};
+use bazaar_api::replica::RestockRequest;
+use bazaar_ledger::View;
+use bazaar_service::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,20 +38,25 @@ use tracing::Instrument;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use crate::feed::{Feed, FeedMetrics};
-use crate::store::Store;
+use crate::file::CatalogFile;
+use crate::follow::Leader;
+use crate::view::{Current, Shared};
 
 /// How long background tasks may take to stop after shutdown starts.
 const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How often the view is written to the file when it changed.
+pub const SAVE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Timeout of the health checks that find the leader, and of a restock request.
+const REPLICA_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// An opened catalog, ready to serve.
 pub struct Catalog {
     config: Config,
-    store: Store,
-    writer: std::thread::JoinHandle<()>,
-    fatal: Fatal,
-    _lock: DbLock,
-    /// `service=catalog`: every log line of this service, its writer thread's included.
+    file: CatalogFile,
+    shared: Shared,
+    /// `service=catalog`: every log line of this service.
     root: tracing::Span,
 }
 
@@ -59,7 +69,7 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// Validates `config`, takes the database lock and opens (seeding if new) the database.
+    /// Validates `config` and opens (creating) the file; the view starts from what it holds.
     ///
     /// # Errors
     /// [`Error::Config`] or [`Error::Storage`], each naming the flag or file.
@@ -67,31 +77,38 @@ impl Catalog {
         config.validate().map_err(Error::Config)?;
         let root = tracing::info_span!("service", service = "catalog");
         let _entered = root.enter();
-        let lock = DbLock::acquire(&config.db).map_err(Error::Config)?;
-        let fatal = Fatal::new();
-        let stocks = config.stocks.clone();
-        let (store, writer) =
-            Store::open(&config.db, || seed::load(stocks.as_deref()), fatal.clone())?;
+        let existed = config.db.exists();
+        let (file, saved) = CatalogFile::open(&config.db)?;
+        let current = match saved {
+            Some(saved) => {
+                tracing::info!(position = %saved.snapshot.position, "catalog view read from its file; following the log from there");
+                Current {
+                    view: View::from_snapshot(saved.snapshot),
+                    epoch: saved.epoch,
+                    following: false,
+                }
+            }
+            None => {
+                if existed {
+                    tracing::info!(file = %config.db.display(), "the catalog file holds no view yet; rebuilding from the order log");
+                } else {
+                    tracing::warn!(file = %config.db.display(), "no catalog file; rebuilding the view from the order log");
+                }
+                Current::default()
+            }
+        };
         Ok(Self {
             config,
-            store,
-            writer,
-            fatal,
-            _lock: lock,
+            file,
+            shared: Shared::new(current),
             root: root.clone(),
         })
     }
 
-    /// The store (for in-process tests).
-    #[must_use]
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Serves on `listener` until `shutdown` is cancelled or storage fails.
+    /// Serves on `listener` until `shutdown` is cancelled or the file cannot be written.
     ///
     /// # Errors
-    /// [`Error::Storage`] when a durable write failed; the process should exit non-zero.
+    /// [`Error::Storage`] when the file cannot be written; the process should exit non-zero.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
         let root = self.root.clone();
         self.run(listener, shutdown, root.clone())
@@ -107,31 +124,41 @@ impl Catalog {
     ) -> Result<()> {
         let Self {
             config,
-            store,
-            writer,
-            fatal,
-            _lock,
+            file,
+            shared,
             root: _,
         } = self;
         let metrics = Metrics::with_root(root);
-        let feed_metrics = FeedMetrics::default();
-        feed_metrics.register(&metrics);
-        let trade_steps = Family::<http::StepLabels, Counter>::default();
-        metrics.register(
-            "catalog_trade_steps",
-            "Saga steps handled by the catalog, by step and outcome",
-            trade_steps.clone(),
-        );
-        let feed = Feed::new(config.feed_ack_timeout, feed_metrics);
-        // Stops on shutdown and on a fatal storage error alike.
         let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
-        tasks.spawn(bazaar_service::fatal::stop_on(fatal.clone(), stop.clone()));
+        let http = Http::new(REPLICA_TIMEOUT);
+        let replicas: Vec<ReplicaClient> = config
+            .replicas
+            .0
+            .iter()
+            .map(|(id, url)| ReplicaClient::new(http.clone(), *id, url.clone()))
+            .collect();
+        let leader = Leader::default();
+        tasks.spawn(
+            follow::run(replicas, shared.clone(), leader.clone(), stop.clone()).in_current_span(),
+        );
+        let saved = Arc::new(AtomicU64::new(shared.now().view.position().0));
+        let (failed_tx, mut failed) = tokio::sync::oneshot::channel();
+        tasks.spawn(
+            save_loop(
+                file,
+                shared.clone(),
+                Arc::clone(&saved),
+                stop.clone(),
+                failed_tx,
+            )
+            .in_current_span(),
+        );
         if let Some(interval) = config.restock_interval {
             tasks.spawn(
                 restock_loop(
-                    store.clone(),
-                    feed.clone(),
+                    shared.clone(),
+                    leader,
                     interval,
                     config.restock_to,
                     stop.clone(),
@@ -139,31 +166,87 @@ impl Catalog {
                 .in_current_span(),
             );
         }
-        let state = http::AppState {
-            store,
-            feed,
-            shutdown: stop.clone(),
-            trade_steps,
-        };
-        let router = bazaar_service::finish_router(http::router(state), metrics);
+        let router =
+            bazaar_service::finish_router(http::router(http::AppState { shared, saved }), metrics);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, db = %config.db.display(), "catalog listening");
         }
-        let served = bazaar_service::serve(listener, router, stop.clone()).await;
+        let serving = bazaar_service::serve(listener, router, stop.clone());
+        let outcome = tokio::select! {
+            served = serving => served.map_err(|e| Error::Storage(format!("listener failed: {e}"))),
+            Ok(e) = &mut failed => {
+                stop.cancel();
+                Err(e)
+            }
+        };
         stop.cancel();
         bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
-        // Every store handle is gone with the router and the tasks: the writer drains and ends.
-        bazaar_service::writer::join(writer, TASK_STOP_DEADLINE).await;
-        if fatal.is_raised() {
-            return Err(Error::Storage(fatal.raised().await));
-        }
-        served.map_err(|e| Error::Storage(format!("listener failed: {e}")))
+        outcome
     }
 }
 
+/// Writes the view to the file whenever it changed, at most every [`SAVE_INTERVAL`], and once
+/// more on the way out. A file deleted while running is noticed and written again whole.
+async fn save_loop(
+    file: CatalogFile,
+    shared: Shared,
+    saved: Arc<AtomicU64>,
+    stop: CancellationToken,
+    failed: tokio::sync::oneshot::Sender<Error>,
+) {
+    let file = Arc::new(std::sync::Mutex::new(file));
+    let mut last = None;
+    loop {
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            () = tokio::time::sleep(SAVE_INTERVAL) => false,
+        };
+        let current = shared.now();
+        let key = (current.view.position(), current.epoch);
+        let file_gone = file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_gone();
+        if Some(key) != last || file_gone {
+            let file = Arc::clone(&file);
+            let snapshot = current.view.snapshot();
+            let epoch = current.epoch;
+            let written = tokio::task::spawn_blocking(move || {
+                let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if file.is_gone() {
+                    tracing::warn!(file = %file.path().display(), "the catalog file was deleted while running; writing it again from the view");
+                    file.reopen()?;
+                }
+                file.save(&snapshot, epoch)
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {
+                    last = Some(key);
+                    saved.store(key.0.0, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    let _ = failed.send(e);
+                    return;
+                }
+                Err(e) => {
+                    let _ = failed.send(Error::Storage(format!("the saver failed: {e}")));
+                    return;
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Asks the leader to restock whenever the view shows a sold-out stock. Several catalogs may
+/// ask at once: the leader's ledger restocks only what is sold out when the request is
+/// applied, so a second request changes nothing.
 async fn restock_loop(
-    store: Store,
-    feed: Feed,
+    shared: Shared,
+    leader: Leader,
     interval: Duration,
     to: u64,
     stop: CancellationToken,
@@ -176,16 +259,16 @@ async fn restock_loop(
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match store.restock(to).await {
-            Ok(changed) => {
-                for (name, version) in changed {
-                    feed.invalidate(&name, version).await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "restock failed");
-                return;
-            }
+        let sold_out = shared.now().view.stocks().any(|s| s.quantity == 0);
+        if !sold_out {
+            continue;
+        }
+        let Some(leader) = leader.get() else {
+            continue;
+        };
+        match leader.restock(&RestockRequest { to }).await {
+            Ok(position) => tracing::info!(%position, to, "asked the leader to restock"),
+            Err(e) => tracing::debug!(error = %e, "restock request failed; trying again next time"),
         }
     }
 }

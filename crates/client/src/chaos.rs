@@ -1,14 +1,19 @@
-//! `bazaar chaos`: clients trade while order replicas are killed with SIGKILL and restarted,
-//! round after round; at the end every acknowledged order is read back, the replica logs are
-//! compared and the catalog is checked against them (SPEC.md section 7).
+//! `bazaar chaos`: clients trade while order replicas and catalogs are killed with SIGKILL and
+//! restarted, round after round; at the end every acknowledged order is read back, the replica
+//! logs are compared and every catalog is checked against them.
 //!
 //! ```text
 //! start a system ─► load (K verifying clients) ──────────────────────────────► stop, verify orders
 //!                     round 1: kill the leader ─► probe until a trade succeeds ─► restart
-//!                     round 2: kill a random replica (raft: every third round, two) ─► restart
+//!                     round 2: kill a random replica (raft: every third round, two), and a
+//!                              catalog ─► restart
 //!                     ...
-//!                   ─► wait until quiet ─► logs identical? catalog one to one? ─► verdict
+//!                   ─► wait until quiet ─► logs identical? catalogs equal the log? ─► verdict
 //! ```
+//!
+//! Every even round also kills one catalog (at random): with two or more, lookups fail over to
+//! another and clients notice nothing; the restarted catalog rebuilds its view from its file and
+//! the log.
 //!
 //! Round 1 always kills the leader, so at least one round hits it; later victims are drawn at
 //! random from the replicas the previous round spared. In raft mode every third round kills
@@ -133,6 +138,8 @@ pub struct RoundReport {
     pub round: u32,
     /// Replicas killed.
     pub killed: Vec<u8>,
+    /// Catalogs killed.
+    pub catalogs_killed: Vec<u8>,
     /// Whether the leader was among them.
     pub leader_killed: bool,
     /// The leader before the kill.
@@ -203,10 +210,15 @@ impl std::fmt::Display for ChaosReport {
         )?;
         writeln!(
             f,
-            "round  killed   leader?  client errors  trades  failover   without majority"
+            "round  killed        leader?  client errors  trades  failover   without majority"
         )?;
         for r in &self.rounds {
-            let killed: Vec<String> = r.killed.iter().map(u8::to_string).collect();
+            let killed: Vec<String> = r
+                .killed
+                .iter()
+                .map(|id| format!("o{id}"))
+                .chain(r.catalogs_killed.iter().map(|id| format!("c{id}")))
+                .collect();
             let failover = r
                 .failover_ms
                 .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"));
@@ -219,7 +231,7 @@ impl std::fmt::Display for ChaosReport {
             };
             writeln!(
                 f,
-                "{:>5}  {:<7}  {:<7}  {:>13}  {:>6}  {:>8}   {majority}",
+                "{:>5}  {:<12}  {:<7}  {:>13}  {:>6}  {:>8}   {majority}",
                 r.round,
                 killed.join(","),
                 if r.leader_killed { "yes" } else { "no" },
@@ -254,7 +266,7 @@ impl std::fmt::Display for ChaosReport {
         if self.ok() {
             write!(
                 f,
-                "verdict: OK: every acknowledged order survived, replica logs are identical, the catalog matches"
+                "verdict: OK: every acknowledged order survived, replica logs are identical, the catalogs equal the log"
             )
         } else {
             write!(f, "verdict: FAILED")
@@ -361,11 +373,18 @@ async fn run_round(
         },
         rng,
     );
+    let catalogs = cluster.catalog_ids();
+    let catalogs_killed: Vec<u8> = if round.is_multiple_of(2) && !catalogs.is_empty() {
+        vec![catalogs[rng.random_range(0..catalogs.len())]]
+    } else {
+        Vec::new()
+    };
     let mut outcome = RoundReport {
         round,
         leader_killed: leader.is_some_and(|l| killed.contains(&l)),
         leader_before: leader,
         killed: killed.clone(),
+        catalogs_killed: catalogs_killed.clone(),
         client_errors: 0,
         trades: 0,
         failover_ms: None,
@@ -376,6 +395,11 @@ async fn run_round(
     let killed_at = Instant::now();
     for id in &killed {
         if let Err(e) = cluster.kill(Role::Order, Some(*id)) {
+            outcome.problems.push(e.to_string());
+        }
+    }
+    for id in &catalogs_killed {
+        if let Err(e) = cluster.kill(Role::Catalog, Some(*id)) {
             outcome.problems.push(e.to_string());
         }
     }
@@ -412,6 +436,11 @@ async fn run_round(
     }
     let remaining = config.down.saturating_sub(killed_at.elapsed());
     tokio::time::sleep(remaining).await;
+    for id in &catalogs_killed {
+        if let Err(e) = cluster.restart(Role::Catalog, Some(*id)).await {
+            outcome.problems.push(e.to_string());
+        }
+    }
     for (i, id) in killed.iter().enumerate() {
         if let Err(e) = cluster.restart(Role::Order, Some(*id)).await {
             outcome.problems.push(e.to_string());
@@ -511,40 +540,44 @@ async fn probe_until_success(api: &FrontendClient) -> std::result::Result<(), Cl
     }
 }
 
-/// Waits until no reservation is open at the catalog and every replica reports the same tip.
+/// Waits until every replica holds the same log and every catalog has applied and saved it.
 async fn wait_quiet(cluster: &Cluster) -> std::result::Result<(), String> {
     let http = Http::new(Duration::from_secs(2));
-    let catalog = cluster
-        .url(Role::Catalog, None)
-        .ok_or("the system has no catalog")?;
-    let catalog = bazaar_api::client::CatalogClient::new(http.clone(), catalog);
     let replicas: Vec<String> = cluster
         .replica_ids()
         .into_iter()
         .filter_map(|id| cluster.url(Role::Order, Some(id)))
         .collect();
+    let catalogs: Vec<String> = cluster
+        .catalog_ids()
+        .into_iter()
+        .filter_map(|id| cluster.url(Role::Catalog, Some(id)))
+        .collect();
     let deadline = Instant::now() + QUIET_DEADLINE;
     loop {
-        let open = catalog
-            .trades(&bazaar_api::catalog::TradesQuery {
-                state: Some(bazaar_api::catalog::TradeState::Reserved),
-                older_than_ms: None,
-            })
-            .await
-            .map_or(usize::MAX, |t| t.len());
-        let mut tips = Vec::new();
+        let mut positions = Vec::new();
         for url in &replicas {
             let status: std::result::Result<ReplicaStatus, _> =
                 http.get(&format!("{url}/health")).await;
-            tips.push(status.ok().and_then(|s| s.last));
+            positions.push(status.ok().map(|s| s.position));
         }
-        let equal = tips.windows(2).all(|w| w[0] == w[1]) && tips.iter().all(Option::is_some);
-        if open == 0 && equal {
+        let mut views = Vec::new();
+        for url in &catalogs {
+            let status: std::result::Result<bazaar_api::catalog::CatalogStatus, _> =
+                http.get(&format!("{url}/health")).await;
+            views.push(status.ok().map(|s| (s.position, s.saved)));
+        }
+        let equal =
+            positions.windows(2).all(|w| w[0] == w[1]) && positions.iter().all(Option::is_some);
+        let caught_up = views.iter().all(|v| {
+            v.is_some_and(|(at, saved)| Some(Some(at)) == positions.first().copied() && saved == at)
+        });
+        if equal && caught_up {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "the system did not settle within {QUIET_DEADLINE:?}: {open} reservations open, replica tips {tips:?}"
+                "the system did not settle within {QUIET_DEADLINE:?}: replica positions {positions:?}, catalogs (position, saved) {views:?}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

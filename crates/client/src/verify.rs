@@ -1,26 +1,34 @@
-//! `bazaar verify --data-dir DIR`: checks a data directory's databases against each other.
+//! `bazaar verify --data-dir DIR`: checks a data directory's databases against each other and
+//! against the order log's own rules.
 //!
-//! - Every replica's order log is dense (0..N-1) and all logs are identical.
-//! - The catalog's confirmed trades and the orders in the log match one to one (same request
-//!   id, stock, type and quantity), and no reservation is left unsettled.
-//! - Per stock: quantity = initial + restocked + sells - buys over confirmed trades, reserved
-//!   shares equal the pending buys, volume equals all confirmed shares, and nothing is negative.
+//! - Every replica and catalog that `cluster.json` lists has a readable database.
+//! - Every replica's orders are numbered densely from 0, and all replicas hold the same orders:
+//!   one number is never two different trades (numbers never fork), and one request id is never
+//!   two numbers (exactly once).
+//! - Primary-backup: the logs themselves are identical; the first entry lists the catalog file
+//!   the replicas were started with; replaying the log from it gives exactly the orders table.
+//! - Per stock: quantity = initial + restocks + sells - buys (asserted by the replay, checked
+//!   again against the orders table and a raft replica's checkpoint).
+//! - Every catalog's saved view equals the log replayed up to the position it reflects.
 //!
-//! Entries a replica moved to its conflicts table (a divergent suffix it dropped to follow a
-//! newer leader) are reported as notes: they were never acknowledged unless the catalog says
-//! so, and then the one-to-one check fails.
+//! Entries a replica moved aside (a lone leader's orders, superseded by a newer leader's) are
+//! counted and reported: every one is an order some client may have been told succeeded.
 //!
-//! The databases are opened read-only, so verify runs beside a live system as well as after it.
+//! The databases are opened read-only, so verify runs beside a live system as well as after it;
+//! on a live system followers and catalogs may lag, which it reports as notes, not differences.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use bazaar_api::catalog::{TradeRecord, TradeState};
-use bazaar_api::replica::OrderEntry;
+use bazaar_api::log::{Command, LogIndex, Position, StockDef};
+use bazaar_api::replica::ReplicationMode;
 use bazaar_api::{RequestId, TradeType};
-use bazaar_catalog::store::{Snapshot, read_snapshot as read_catalog};
-use bazaar_order::log_store::{LogSnapshot, read_snapshot as read_log};
+use bazaar_catalog::file::Saved;
+use bazaar_cluster::{ClusterFile, Role};
+use bazaar_ledger::{Book, Outcome};
+use bazaar_order::file::{Contents, RawEntry};
+use bazaar_order::orders::OrderRow;
 
 /// Most differences listed per kind; the rest are counted.
 const LISTED_PER_KIND_MAX: usize = 20;
@@ -30,13 +38,15 @@ const LISTED_PER_KIND_MAX: usize = 20;
 pub struct Report {
     /// Replicas read, by id.
     pub replicas: Vec<u8>,
-    /// Entries in the longest log.
+    /// Catalogs read, by id.
+    pub catalogs: Vec<u8>,
+    /// Orders in the longest orders table.
     pub orders: usize,
-    /// Stocks in the catalog.
+    /// Stocks listed.
     pub stocks: usize,
-    /// Confirmed trades in the catalog.
-    pub confirmed: usize,
-    /// Problems: any of these makes verify fail.
+    /// Every difference found (a failure), counted in full.
+    pub difference_count: usize,
+    /// The differences listed (at most [`LISTED_PER_KIND_MAX`] of each kind).
     pub differences: Vec<String>,
     /// Observations that are not failures.
     pub notes: Vec<String>,
@@ -46,13 +56,17 @@ impl Report {
     /// True when nothing is wrong.
     #[must_use]
     pub fn ok(&self) -> bool {
-        self.differences.is_empty()
+        self.difference_count == 0
     }
 
     fn differ(&mut self, kind_count: &mut usize, text: String) {
         *kind_count += 1;
+        self.difference_count += 1;
         if *kind_count <= LISTED_PER_KIND_MAX {
             self.differences.push(text);
+        } else if *kind_count == LISTED_PER_KIND_MAX + 1 {
+            self.differences
+                .push("(more of the same kind are counted, not listed)".into());
         }
     }
 }
@@ -68,86 +82,230 @@ impl fmt::Display for Report {
         if self.ok() {
             write!(
                 f,
-                "verify: OK: {} replica logs identical and gap-free ({} orders); {} confirmed trades match the log one to one; {} stocks conserve quantity",
+                "verify: OK: {} replica logs identical and gap-free ({} orders); {} catalog(s) equal the log replayed; {} stocks conserve quantity",
                 self.replicas.len(),
                 self.orders,
-                self.confirmed,
+                self.catalogs.len(),
                 self.stocks
             )
         } else {
             write!(
                 f,
                 "verify: FAILED with {} difference(s)",
-                self.differences.len()
+                self.difference_count
             )
         }
     }
 }
 
-/// The order replica databases in `dir`, by id (`order-<id>.db`).
+/// What a data directory holds, by id.
+#[derive(Debug, Default)]
+pub struct Files {
+    /// Order replica databases.
+    pub replicas: BTreeMap<u8, PathBuf>,
+    /// Catalog databases.
+    pub catalogs: BTreeMap<u8, PathBuf>,
+    /// The catalog CSV the replicas were started with (`None`: the built-in one).
+    pub stocks: Option<PathBuf>,
+    /// Whether `cluster.json` listed them (then a missing file is a difference).
+    pub listed: bool,
+}
+
+fn flag_value(command: &[String], flag: &str) -> Option<String> {
+    command
+        .iter()
+        .position(|a| a == flag)
+        .and_then(|i| command.get(i + 1))
+        .cloned()
+}
+
+/// The databases of `dir`: those `cluster.json` lists (by the `--db` of each command), else
+/// every `order-<id>.db` and `catalog-<id>.db` found.
 ///
 /// # Errors
-/// The directory cannot be read.
-pub fn replica_files(dir: &Path) -> Result<BTreeMap<u8, PathBuf>, String> {
+/// The directory cannot be read, or `cluster.json` cannot be parsed.
+pub fn files(dir: &Path) -> Result<Files, String> {
+    let cluster = dir.join("cluster.json");
+    if cluster.exists() {
+        let file = ClusterFile::read(&cluster).map_err(|e| e.to_string())?;
+        let mut files = Files {
+            listed: true,
+            ..Files::default()
+        };
+        for service in &file.services {
+            let Some(db) = flag_value(&service.command, "--db") else {
+                continue;
+            };
+            let id = service.id.unwrap_or(1);
+            match service.role {
+                Role::Order => {
+                    files.replicas.insert(id, PathBuf::from(db));
+                    if files.stocks.is_none() {
+                        files.stocks = flag_value(&service.command, "--stocks").map(PathBuf::from);
+                    }
+                }
+                Role::Catalog => {
+                    files.catalogs.insert(id, PathBuf::from(db));
+                }
+                Role::Frontend => {}
+            }
+        }
+        return Ok(files);
+    }
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mut files = BTreeMap::new();
+    let mut files = Files::default();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(id) = name
-            .strip_prefix("order-")
-            .and_then(|rest| rest.strip_suffix(".db"))
-            .and_then(|id| id.parse::<u8>().ok())
-        {
-            files.insert(id, entry.path());
+        let id = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(".db"))
+                .and_then(|id| id.parse::<u8>().ok())
+        };
+        if let Some(id) = id("order-") {
+            files.replicas.insert(id, entry.path());
+        } else if let Some(id) = id("catalog-") {
+            files.catalogs.insert(id, entry.path());
         }
     }
     Ok(files)
 }
 
+/// The order replica databases of `dir`, by id.
+///
+/// # Errors
+/// As [`files`].
+pub fn replica_files(dir: &Path) -> Result<BTreeMap<u8, PathBuf>, String> {
+    Ok(files(dir)?.replicas)
+}
+
 /// Verifies the databases in `dir`.
 ///
 /// # Errors
-/// A database is missing or unreadable (that is not a difference: nothing could be compared).
+/// Nothing to verify at all (no replica database listed or found).
 pub fn verify(dir: &Path) -> Result<Report, String> {
-    let files = replica_files(dir)?;
-    if files.is_empty() {
+    let files = files(dir)?;
+    if files.replicas.is_empty() {
         return Err(format!(
             "no order replica databases (order-<id>.db) in {}",
             dir.display()
         ));
     }
-    let mut logs = BTreeMap::new();
-    for (id, path) in &files {
-        logs.insert(*id, read_log(path)?);
+    let mut report = Report::default();
+    let mut missing = 0;
+    let mut replicas = BTreeMap::new();
+    for (id, path) in &files.replicas {
+        match bazaar_order::file::read(path) {
+            Ok(contents) => {
+                replicas.insert(*id, contents);
+            }
+            Err(e) if files.listed || path.exists() => {
+                report.differ(&mut missing, format!("replica {id}: {e}"));
+            }
+            Err(_) => {}
+        }
     }
-    let catalog = read_catalog(&dir.join("catalog.db"))?;
-    Ok(check(&logs, &catalog))
-}
-
-/// The checks, on snapshots already read.
-#[must_use]
-pub fn check(logs: &BTreeMap<u8, LogSnapshot>, catalog: &Snapshot) -> Report {
-    let mut report = Report {
-        replicas: logs.keys().copied().collect(),
-        stocks: catalog.stocks.len(),
-        ..Report::default()
+    let mut catalogs = BTreeMap::new();
+    for (id, path) in &files.catalogs {
+        match bazaar_catalog::file::read(path) {
+            Ok(saved) => {
+                catalogs.insert(*id, saved);
+            }
+            Err(e) => report.differ(&mut missing, format!("catalog {id}: {e}")),
+        }
+    }
+    let genesis = match bazaar_ledger::seed::load(files.stocks.as_deref()) {
+        Ok(stocks) => Some(stocks),
+        Err(e) => {
+            report.notes.push(format!(
+                "cannot read the catalog file the replicas name: {e}"
+            ));
+            None
+        }
     };
-    check_logs(logs, &mut report);
-    let reference = logs
-        .values()
-        .max_by_key(|l| l.entries.len())
-        .map(|l| l.entries.as_slice())
-        .unwrap_or_default();
-    report.orders = reference.len();
-    check_trades(reference, &catalog.trades, &mut report);
-    check_conservation(catalog, &mut report);
-    check_conflicts(logs, reference, &catalog.trades, &mut report);
-    report
+    check(&replicas, &catalogs, genesis.as_deref(), &mut report);
+    Ok(report)
 }
 
-fn same_order(a: &OrderEntry, b: &OrderEntry) -> bool {
+/// The checks, on databases already read.
+pub fn check(
+    replicas: &BTreeMap<u8, Contents>,
+    catalogs: &BTreeMap<u8, Saved>,
+    genesis: Option<&[StockDef]>,
+    report: &mut Report,
+) {
+    report.replicas = replicas.keys().copied().collect();
+    report.catalogs = catalogs.keys().copied().collect();
+    report.orders = replicas.values().map(|c| c.orders.len()).max().unwrap_or(0);
+    check_orders(replicas, report);
+    let mut ledgers = BTreeMap::new();
+    for (id, contents) in replicas {
+        if let Some(book) = ledger(*id, contents, genesis, report) {
+            ledgers.insert(*id, book);
+        }
+    }
+    check_logs(replicas, report);
+    report.stocks = ledgers
+        .values()
+        .map(|b| b.stocks().count())
+        .max()
+        .unwrap_or(0);
+    check_catalogs(replicas, catalogs, report);
+    check_conflicts(replicas, report);
+}
+
+/// Orders: dense (checked on reading), identical across replicas, one number per request id.
+fn check_orders(replicas: &BTreeMap<u8, Contents>, report: &mut Report) {
+    let mut forks = 0;
+    let mut twice = 0;
+    let mut lags = Vec::new();
+    let Some(longest) = replicas.values().max_by_key(|c| c.orders.len()) else {
+        return;
+    };
+    for (id, contents) in replicas {
+        for (mine, theirs) in contents.orders.iter().zip(&longest.orders) {
+            if !same_order(mine, theirs) {
+                report.differ(
+                    &mut forks,
+                    format!(
+                        "order {} differs: replica {id} holds {} {} {} (request {}), another replica {} {} {} (request {})",
+                        mine.number, mine.kind, mine.quantity, mine.name, mine.request_id,
+                        theirs.kind, theirs.quantity, theirs.name, theirs.request_id
+                    ),
+                );
+            }
+        }
+        if contents.orders.len() < longest.orders.len() {
+            lags.push(format!(
+                "replica {id} holds {} of {} orders",
+                contents.orders.len(),
+                longest.orders.len()
+            ));
+        }
+        let mut seen: HashMap<RequestId, u64> = HashMap::new();
+        for order in &contents.orders {
+            if let Some(first) = seen.insert(order.request_id, order.number.0) {
+                report.differ(
+                    &mut twice,
+                    format!(
+                        "replica {id}: request {} is orders {first} and {}",
+                        order.request_id, order.number
+                    ),
+                );
+            }
+        }
+    }
+    let mut short = 0;
+    for lag in lags {
+        report.differ(
+            &mut short,
+            format!("{lag} (logs must be identical once the system is quiet)"),
+        );
+    }
+}
+
+fn same_order(a: &OrderRow, b: &OrderRow) -> bool {
     a.number == b.number
         && a.request_id == b.request_id
         && a.name == b.name
@@ -155,318 +313,219 @@ fn same_order(a: &OrderEntry, b: &OrderEntry) -> bool {
         && a.quantity == b.quantity
 }
 
-fn check_logs(logs: &BTreeMap<u8, LogSnapshot>, report: &mut Report) {
-    let mut gaps = 0;
-    for (id, log) in logs {
-        if let Some((i, entry)) = log
-            .entries
-            .iter()
-            .enumerate()
-            .find(|(i, e)| e.number.0 != *i as u64)
+/// Primary-backup logs are identical entry for entry.
+fn check_logs(replicas: &BTreeMap<u8, Contents>, report: &mut Report) {
+    let pb: Vec<(&u8, &Contents)> = replicas
+        .iter()
+        .filter(|(_, c)| c.mode == ReplicationMode::PrimaryBackup)
+        .collect();
+    let mut differ = 0;
+    for pair in pb.windows(2) {
+        let ((a_id, a), (b_id, b)) = (pair[0], pair[1]);
+        if let Some((x, y)) = a.log.iter().zip(&b.log).find(|(x, y)| x != y) {
+            report.differ(
+                &mut differ,
+                format!(
+                    "replicas {a_id} and {b_id} differ at log entry {}: epoch {} {:?} vs epoch {} {:?}",
+                    x.index, x.epoch, x.commands, y.epoch, y.commands
+                ),
+            );
+        }
+    }
+}
+
+/// Replays a replica's log into a ledger and checks it against the orders table (and, in raft
+/// mode, against the checkpointed stocks when the log was compacted).
+fn ledger(
+    id: u8,
+    contents: &Contents,
+    genesis: Option<&[StockDef]>,
+    report: &mut Report,
+) -> Option<Book> {
+    let mut wrong = 0;
+    let starts_at_zero = contents.log.first().is_none_or(|e| e.index == LogIndex(0));
+    if !starts_at_zero {
+        report.notes.push(format!(
+            "replica {id}: its raft log was compacted (it starts at entry {}); its orders are checked against each other only",
+            contents.log.first().map_or(0, |e| e.index.0)
+        ));
+        return None;
+    }
+    let mut book = Book::new();
+    let mut numbered: Vec<(TradeType, u64, String, RequestId, u64)> = Vec::new();
+    for entry in &contents.log {
+        if entry.index < book.position().next_index() {
+            continue;
+        }
+        let (outcomes, _) = book.apply_at(entry.index, &entry.commands);
+        for (command, outcome) in entry.commands.iter().zip(outcomes) {
+            if let (Some(trade), Outcome::Traded(n)) = (command.trade(), outcome) {
+                numbered.push((
+                    trade.kind,
+                    trade.quantity,
+                    trade.name.clone(),
+                    trade.request_id,
+                    n.0,
+                ));
+            }
+        }
+        if contents.applied.is_some_and(|a| entry.index.0 >= a) {
+            break;
+        }
+    }
+    if let (Some(genesis), Some(RawEntry { commands, .. })) = (genesis, contents.log.first())
+        && let Some(Command::Genesis { stocks }) = commands.first()
+        && stocks.as_slice() != genesis
+    {
+        report.differ(
+            &mut wrong,
+            format!("replica {id}: the log's first entry does not list the catalog file the replicas were started with"),
+        );
+    }
+    if numbered.len() != contents.orders.len() {
+        report.differ(
+            &mut wrong,
+            format!(
+                "replica {id}: replaying its log gives {} orders, its orders table holds {}",
+                numbered.len(),
+                contents.orders.len()
+            ),
+        );
+    }
+    for ((kind, quantity, name, request, number), row) in numbered.iter().zip(&contents.orders) {
+        if row.number.0 != *number
+            || row.request_id != *request
+            || row.name != *name
+            || row.kind != *kind
+            || row.quantity != *quantity
         {
             report.differ(
-                &mut gaps,
-                format!(
-                    "replica {id}: entry {i} has number {}, the log has a gap",
-                    entry.number
-                ),
+                &mut wrong,
+                format!("replica {id}: order {number} replays as {kind} {quantity} {name} (request {request}), the table says {} {} {} (request {})", row.kind, row.quantity, row.name, row.request_id),
             );
         }
     }
-    let mut mismatches = 0;
-    let mut ids = logs.keys();
-    let Some(first_id) = ids.next() else { return };
-    let first = &logs[first_id].entries;
-    for id in ids {
-        let other = &logs[id].entries;
-        if other.len() != first.len() {
-            report.differ(
-                &mut mismatches,
-                format!(
-                    "replica {id} holds {} orders, replica {first_id} holds {}",
-                    other.len(),
-                    first.len()
-                ),
-            );
-        }
-        if let Some((a, b)) = first.iter().zip(other).find(|(a, b)| !same_order(a, b)) {
-            report.differ(
-                &mut mismatches,
-                format!(
-                    "replicas {first_id} and {id} differ at order {}: {} {} {} (request {}) vs {} {} {} (request {})",
-                    a.number, a.kind, a.quantity, a.name, a.request_id, b.kind, b.quantity, b.name, b.request_id
-                ),
-            );
-        }
-    }
+    Some(book)
 }
 
-fn check_trades(log: &[OrderEntry], trades: &[TradeRecord], report: &mut Report) {
-    let by_request: HashMap<RequestId, &TradeRecord> =
-        trades.iter().map(|t| (t.request_id, t)).collect();
-    let mut in_log: HashMap<RequestId, &OrderEntry> = HashMap::with_capacity(log.len());
-    let mut problems = 0;
-    for entry in log {
-        if let Some(earlier) = in_log.insert(entry.request_id, entry) {
-            report.differ(
-                &mut problems,
-                format!(
-                    "request {} is in the log twice: orders {} and {}",
-                    entry.request_id, earlier.number, entry.number
-                ),
-            );
-        }
-        match by_request.get(&entry.request_id) {
-            Some(t) if t.state == TradeState::Confirmed => {
-                if t.name != entry.name || t.kind != entry.kind || t.quantity != entry.quantity {
-                    report.differ(
-                        &mut problems,
-                        format!(
-                            "order {} is {} {} {} but the catalog confirmed {} {} {}",
-                            entry.number,
-                            entry.kind,
-                            entry.quantity,
-                            entry.name,
-                            t.kind,
-                            t.quantity,
-                            t.name
-                        ),
-                    );
-                }
-            }
-            Some(t) => report.differ(
-                &mut problems,
-                format!(
-                    "order {} (request {}) is in the log but its catalog trade is {}",
-                    entry.number,
-                    entry.request_id,
-                    t.state.as_str()
-                ),
-            ),
-            None => report.differ(
-                &mut problems,
-                format!(
-                    "order {} (request {}) is in the log but the catalog never saw the trade",
-                    entry.number, entry.request_id
-                ),
-            ),
-        }
-    }
-    for trade in trades {
-        match trade.state {
-            TradeState::Confirmed => {
-                report.confirmed += 1;
-                if !in_log.contains_key(&trade.request_id) {
-                    report.differ(
-                        &mut problems,
-                        format!(
-                            "the catalog confirmed {} {} {} (request {}) but no replica log holds the order",
-                            trade.kind, trade.quantity, trade.name, trade.request_id
-                        ),
-                    );
-                }
-            }
-            TradeState::Reserved => report.differ(
-                &mut problems,
-                format!(
-                    "reservation {} {} {} (request {}) is not settled yet; run verify again once the system is quiet",
-                    trade.kind, trade.quantity, trade.name, trade.request_id
-                ),
-            ),
-            TradeState::Cancelled => {}
-        }
-    }
-}
-
-fn check_conservation(catalog: &Snapshot, report: &mut Report) {
-    let mut problems = 0;
-    for stock in &catalog.stocks {
-        let (mut bought, mut sold, mut pending_buys) = (0_u64, 0_u64, 0_u64);
-        for t in catalog.trades.iter().filter(|t| t.name == stock.name) {
-            match (t.state, t.kind) {
-                (TradeState::Confirmed, TradeType::Buy) => bought += t.quantity,
-                (TradeState::Confirmed, TradeType::Sell) => sold += t.quantity,
-                (TradeState::Reserved, TradeType::Buy) => pending_buys += t.quantity,
-                _ => {}
-            }
-        }
-        let expected = (stock.initial + stock.restocked + sold).checked_sub(bought);
-        if expected != Some(stock.quantity) {
-            report.differ(
-                &mut problems,
-                format!(
-                    "{}: quantity {} but initial {} + restocked {} + sold {} - bought {} = {}",
-                    stock.name,
-                    stock.quantity,
-                    stock.initial,
-                    stock.restocked,
-                    sold,
-                    bought,
-                    expected.map_or_else(|| "below zero".to_owned(), |q| q.to_string())
-                ),
-            );
-        }
-        if stock.reserved != pending_buys {
-            report.differ(
-                &mut problems,
-                format!(
-                    "{}: {} shares reserved but pending buys hold {}",
-                    stock.name, stock.reserved, pending_buys
-                ),
-            );
-        }
-        if stock.volume != bought + sold {
-            report.differ(
-                &mut problems,
-                format!(
-                    "{}: volume {} but confirmed trades moved {}",
-                    stock.name,
-                    stock.volume,
-                    bought + sold
-                ),
-            );
-        }
-    }
-}
-
-fn check_conflicts(
-    logs: &BTreeMap<u8, LogSnapshot>,
-    reference: &[OrderEntry],
-    trades: &[TradeRecord],
+/// Every catalog's saved view equals the log replayed up to the position it reflects.
+fn check_catalogs(
+    replicas: &BTreeMap<u8, Contents>,
+    catalogs: &BTreeMap<u8, Saved>,
     report: &mut Report,
 ) {
-    let in_log: HashMap<RequestId, &OrderEntry> =
-        reference.iter().map(|e| (e.request_id, e)).collect();
-    let by_request: HashMap<RequestId, &TradeRecord> =
-        trades.iter().map(|t| (t.request_id, t)).collect();
-    for (id, log) in logs {
-        for conflict in &log.conflicts {
-            let entry = &conflict.entry;
-            let fate = match (
-                in_log.get(&entry.request_id),
-                by_request.get(&entry.request_id),
-            ) {
-                (Some(kept), _) => format!("the trade is in the log as order {}", kept.number),
-                (None, Some(t)) => format!("the trade is {} at the catalog", t.state.as_str()),
-                (None, None) => "the catalog never saw the trade".to_owned(),
-            };
+    let mut wrong = 0;
+    let Some((reference_id, reference)) = replicas
+        .iter()
+        .filter(|(_, c)| c.log.first().is_none_or(|e| e.index == LogIndex(0)))
+        .max_by_key(|(_, c)| c.log.len())
+    else {
+        if !catalogs.is_empty() {
+            report
+                .notes
+                .push("no replica holds its whole log; catalogs are not compared".into());
+        }
+        return;
+    };
+    let end = reference
+        .log
+        .last()
+        .map_or(Position(0), |e| e.index.position());
+    for (id, saved) in catalogs {
+        let position = saved.snapshot.position;
+        if position > end {
+            report.differ(
+                &mut wrong,
+                format!("catalog {id} reflects position {position}, beyond replica {reference_id}'s log ({end})"),
+            );
+            continue;
+        }
+        if position < end {
             report.notes.push(format!(
-                "replica {id} moved order {} (request {}, epoch {}) aside: {}; {fate}",
-                entry.number, entry.request_id, entry.epoch, conflict.reason
+                "catalog {id}'s file reflects position {position} of {end} (it is written lazily); compared at {position}"
             ));
+        }
+        let mut book = Book::new();
+        for entry in reference
+            .log
+            .iter()
+            .take_while(|e| e.index.position() <= position)
+        {
+            book.apply_at(entry.index, &entry.commands);
+        }
+        let expected = book.snapshot();
+        if position.0 > 0 && expected.position != position {
+            report.differ(
+                &mut wrong,
+                format!("catalog {id}: the log has no position {position}"),
+            );
+            continue;
+        }
+        for stock in &expected.stocks {
+            match saved.snapshot.stocks.iter().find(|s| s.name == stock.name) {
+                Some(s) if s == stock => {}
+                Some(s) => report.differ(
+                    &mut wrong,
+                    format!(
+                        "catalog {id}: {} has quantity {} volume {} version {}; the log at position {position} says quantity {} volume {} version {}",
+                        s.name, s.quantity, s.volume, s.version, stock.quantity, stock.volume, stock.version
+                    ),
+                ),
+                None => report.differ(&mut wrong, format!("catalog {id} does not list {}", stock.name)),
+            }
+        }
+        if saved.snapshot.stocks.len() != expected.stocks.len() {
+            report.differ(
+                &mut wrong,
+                format!(
+                    "catalog {id} lists {} stocks; the log at position {position} lists {}",
+                    saved.snapshot.stocks.len(),
+                    expected.stocks.len()
+                ),
+            );
+        }
+    }
+}
+
+/// Entries moved aside: each may be an order a client was told succeeded and that no log holds
+/// any more.
+fn check_conflicts(replicas: &BTreeMap<u8, Contents>, report: &mut Report) {
+    for (id, contents) in replicas {
+        let trades: Vec<&bazaar_api::log::TradeCommand> = contents
+            .conflicts
+            .iter()
+            .flat_map(|e| e.commands.iter().filter_map(Command::trade))
+            .collect();
+        if contents.conflicts.is_empty() {
+            continue;
+        }
+        let held_elsewhere = trades
+            .iter()
+            .filter(|t| {
+                replicas
+                    .values()
+                    .any(|c| c.orders.iter().any(|o| o.request_id == t.request_id))
+            })
+            .count();
+        let lost = trades.len() - held_elsewhere;
+        let text = format!(
+            "replica {id} moved {} log entries aside ({} trades, {held_elsewhere} of them applied again by a later leader)",
+            contents.conflicts.len(),
+            trades.len()
+        );
+        if lost == 0 {
+            report.notes.push(text);
+        } else {
+            let mut moved = 0;
+            report.differ(
+                &mut moved,
+                format!(
+                    "{text}: {lost} trades are in no replica's log; a lone leader may have acknowledged them (or their clients saw an error)"
+                ),
+            );
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bazaar_api::{Epoch, Price, TxnNumber, Version};
-    use bazaar_catalog::trade::StockRow;
-
-    fn entry(number: u64, request_id: RequestId, kind: TradeType, quantity: u64) -> OrderEntry {
-        OrderEntry {
-            number: TxnNumber(number),
-            request_id,
-            name: "A".into(),
-            kind,
-            quantity,
-            epoch: Epoch(1),
-        }
-    }
-
-    fn trade(
-        request_id: RequestId,
-        kind: TradeType,
-        quantity: u64,
-        state: TradeState,
-    ) -> TradeRecord {
-        TradeRecord {
-            request_id,
-            name: "A".into(),
-            kind,
-            quantity,
-            state,
-            created_ms: 0,
-            updated_ms: 0,
-        }
-    }
-
-    fn stock(quantity: u64, volume: u64) -> StockRow {
-        StockRow {
-            name: "A".into(),
-            price: Price::from_cents(100),
-            quantity,
-            reserved: 0,
-            volume,
-            version: Version(0),
-            initial: 100,
-            restocked: 0,
-        }
-    }
-
-    fn logs(entries: &[Vec<OrderEntry>]) -> BTreeMap<u8, LogSnapshot> {
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                (
-                    u8::try_from(i + 1).expect("few replicas"),
-                    LogSnapshot {
-                        entries: e.clone(),
-                        conflicts: Vec::new(),
-                        mode: None,
-                    },
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_consistent_system_passes() {
-        let (a, b) = (RequestId::new(), RequestId::new());
-        let log = vec![
-            entry(0, a, TradeType::Buy, 5),
-            entry(1, b, TradeType::Sell, 2),
-        ];
-        let catalog = Snapshot {
-            stocks: vec![stock(97, 7)],
-            trades: vec![
-                trade(a, TradeType::Buy, 5, TradeState::Confirmed),
-                trade(b, TradeType::Sell, 2, TradeState::Confirmed),
-                trade(RequestId::new(), TradeType::Buy, 9, TradeState::Cancelled),
-            ],
-        };
-        let report = check(&logs(&[log.clone(), log.clone(), log]), &catalog);
-        assert!(report.ok(), "{report}");
-        assert_eq!((report.orders, report.confirmed), (2, 2));
-    }
-
-    #[test]
-    fn divergent_logs_lost_orders_and_bad_totals_are_reported() {
-        let (a, b, c) = (RequestId::new(), RequestId::new(), RequestId::new());
-        let full = vec![
-            entry(0, a, TradeType::Buy, 5),
-            entry(1, b, TradeType::Sell, 2),
-        ];
-        let other = vec![
-            entry(0, a, TradeType::Buy, 5),
-            entry(1, c, TradeType::Sell, 2),
-        ];
-        let catalog = Snapshot {
-            stocks: vec![stock(90, 7)],
-            trades: vec![
-                trade(a, TradeType::Buy, 5, TradeState::Confirmed),
-                trade(b, TradeType::Sell, 2, TradeState::Confirmed),
-                trade(RequestId::new(), TradeType::Sell, 1, TradeState::Confirmed),
-            ],
-        };
-        let report = check(&logs(&[full.clone(), other, full[..1].to_vec()]), &catalog);
-        let text = report.to_string();
-        assert!(!report.ok());
-        assert!(text.contains("differ at order 1"), "{text}");
-        assert!(text.contains("holds 1 orders"), "{text}");
-        assert!(text.contains("no replica log holds the order"), "{text}");
-        assert!(text.contains("A: quantity 90"), "{text}");
-    }
-}
+mod tests;

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 pub enum Role {
     /// The public REST API.
     Frontend,
-    /// The stock catalog.
+    /// A catalog: a view of the order log.
     Catalog,
     /// An order replica.
     Order,
@@ -41,7 +41,7 @@ impl Role {
 pub struct ServiceRecord {
     /// Role.
     pub role: Role,
-    /// Replica id for order replicas, `null` otherwise.
+    /// Replica id for order replicas, catalog id for catalogs, `null` for the front-end.
     pub id: Option<u8>,
     /// Base URL.
     pub url: String,

@@ -162,6 +162,16 @@ impl Cluster {
             .map(|r| r.spec.url.clone())
     }
 
+    /// Ids of the catalogs.
+    #[must_use]
+    pub fn catalog_ids(&self) -> Vec<u8> {
+        self.services
+            .iter()
+            .filter(|r| r.spec.role == Role::Catalog)
+            .filter_map(|r| r.spec.id)
+            .collect()
+    }
+
     /// Ids of the order replicas.
     #[must_use]
     pub fn replica_ids(&self) -> Vec<u8> {
@@ -281,9 +291,10 @@ impl Cluster {
                 .get::<ReplicaStatus>(&format!("{}/health", spec.url))
                 .await
                 .is_ok_and(|s| s.ready),
+            // Ready once it serves a lookup: a leader is known, and a catalog follows it.
             Role::Frontend => self
                 .http
-                .get::<serde_json::Value>(&format!("{}/leader", spec.url))
+                .get::<serde_json::Value>(&format!("{}/stocks", spec.url))
                 .await
                 .is_ok(),
         }
@@ -378,14 +389,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops everything cleanly: front-ends first (no new requests), then the order replicas,
-    /// then the catalog.
+    /// Stops everything cleanly: front-ends first (no new requests), then the catalogs, then the
+    /// order replicas.
     pub async fn shutdown(mut self) {
-        for role in [Role::Frontend, Role::Order, Role::Catalog] {
+        for role in [Role::Frontend, Role::Catalog, Role::Order] {
             let indices: Vec<usize> = (0..self.services.len())
                 .filter(|&i| self.services[i].spec.role == role)
                 .collect();
-            // Replicas stop together: stopping them one by one would make each survivor
+            // Each role stops together: stopping replicas one by one would make each survivor
             // wait for the others that are already gone.
             let mut stopping = Vec::new();
             for i in indices {

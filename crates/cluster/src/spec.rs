@@ -22,24 +22,26 @@ pub struct ClusterSpec {
     pub exe: PathBuf,
     /// Databases and `cluster.json` go here.
     pub data_dir: PathBuf,
-    /// Front-end on this port, catalog on +1, order replica i on +10+i. 0: free ports.
+    /// Front-end on this port, catalog i on +i, order replica i on +10+i. 0: free ports.
     pub base_port: u16,
     /// Address the front-end listens on. The catalog and the replicas always listen on
     /// 127.0.0.1: only the public API needs to be reachable from other machines.
     pub frontend_host: IpAddr,
     /// Number of order replicas (ids 1..=n).
     pub replicas: u8,
+    /// Number of catalogs (ids 1..=n, at most [`CATALOGS_MAX`]).
+    pub catalogs: u8,
     /// `--replication` of the order replicas.
     pub replication: String,
     /// `--cache-size` of the front-end.
     pub cache_size: Option<usize>,
     /// `--no-cache` on the front-end.
     pub no_cache: bool,
-    /// `--restock-interval` of the catalog.
+    /// `--restock-interval` of the catalogs.
     pub restock_interval: Option<String>,
-    /// `--restock-to` of the catalog.
+    /// `--restock-to` of the catalogs.
     pub restock_to: Option<u64>,
-    /// `--stocks` of the catalog.
+    /// `--stocks` of the order replicas (the first leader writes it into the log).
     pub stocks: Option<PathBuf>,
     /// `--log-format` of every service.
     pub log_format: Option<String>,
@@ -61,6 +63,7 @@ impl ClusterSpec {
             base_port,
             frontend_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             replicas: 3,
+            catalogs: 2,
             replication: "primary-backup".into(),
             cache_size: None,
             no_cache: false,
@@ -96,31 +99,33 @@ impl ClusterSpec {
             .map(|id| format!("{id}={}", url(ports.order[usize::from(id) - 1])))
             .collect();
         let replicas = replicas.join(",");
-        let catalog_url = url(ports.catalog);
+        let catalog_urls: Vec<String> = ports.catalogs.iter().map(|p| url(*p)).collect();
         let mut services = Vec::new();
 
-        let mut catalog = vec![
-            exe.clone(),
-            "catalog".into(),
-            "--listen".into(),
-            listen(ports.catalog),
-            "--db".into(),
-            path_arg(&data_dir.join("catalog.db")),
-        ];
-        if let Some(stocks) = &self.stocks {
-            catalog.extend(["--stocks".into(), path_arg(stocks)]);
+        for (i, port) in ports.catalogs.iter().enumerate() {
+            let id = u8::try_from(i + 1).expect("at most CATALOGS_MAX catalogs");
+            let mut catalog = vec![
+                exe.clone(),
+                "catalog".into(),
+                "--listen".into(),
+                listen(*port),
+                "--db".into(),
+                path_arg(&data_dir.join(format!("catalog-{id}.db"))),
+                "--replicas".into(),
+                replicas.clone(),
+            ];
+            if let Some(interval) = &self.restock_interval {
+                catalog.extend(["--restock-interval".into(), interval.clone()]);
+            }
+            if let Some(to) = self.restock_to {
+                catalog.extend(["--restock-to".into(), to.to_string()]);
+            }
+            services.push(self.finish(Role::Catalog, Some(id), url(*port), catalog));
         }
-        if let Some(interval) = &self.restock_interval {
-            catalog.extend(["--restock-interval".into(), interval.clone()]);
-        }
-        if let Some(to) = self.restock_to {
-            catalog.extend(["--restock-to".into(), to.to_string()]);
-        }
-        services.push(self.finish(Role::Catalog, None, catalog_url.clone(), catalog));
 
         for id in 1..=self.replicas {
             let port = ports.order[usize::from(id) - 1];
-            let order = vec![
+            let mut order = vec![
                 exe.clone(),
                 "order".into(),
                 "--id".into(),
@@ -131,11 +136,12 @@ impl ClusterSpec {
                 path_arg(&data_dir.join(format!("order-{id}.db"))),
                 "--peers".into(),
                 replicas.clone(),
-                "--catalog".into(),
-                catalog_url.clone(),
                 "--replication".into(),
                 self.replication.clone(),
             ];
+            if let Some(stocks) = &self.stocks {
+                order.extend(["--stocks".into(), path_arg(stocks)]);
+            }
             services.push(self.finish(Role::Order, Some(id), url(port), order));
         }
 
@@ -144,8 +150,8 @@ impl ClusterSpec {
             "frontend".into(),
             "--listen".into(),
             SocketAddr::new(self.frontend_host, ports.frontend).to_string(),
-            "--catalog".into(),
-            catalog_url,
+            "--catalogs".into(),
+            catalog_urls.join(","),
             "--replicas".into(),
             replicas,
         ];
@@ -191,6 +197,12 @@ impl ClusterSpec {
     }
 
     fn ports(&self) -> Result<Ports> {
+        if !(1..=CATALOGS_MAX).contains(&self.catalogs) {
+            return Err(Error::Io(format!(
+                "{} catalogs: a cluster runs 1 to {CATALOGS_MAX}",
+                self.catalogs
+            )));
+        }
         if self.base_port != 0 {
             let base = self.base_port;
             let at = |offset: u16| {
@@ -202,7 +214,9 @@ impl ClusterSpec {
             };
             return Ok(Ports {
                 frontend: base,
-                catalog: at(1)?,
+                catalogs: (1..=u16::from(self.catalogs))
+                    .map(at)
+                    .collect::<Result<_>>()?,
                 order: (1..=u16::from(self.replicas))
                     .map(|id| at(10 + id))
                     .collect::<Result<_>>()?,
@@ -211,7 +225,8 @@ impl ClusterSpec {
         // Hold every listener until all ports are chosen so no two services get the same one.
         // The ports are free again by the time the children bind them; another process could
         // take one in between, which the start then reports.
-        let count = 2 + usize::from(self.replicas);
+        let catalogs = usize::from(self.catalogs);
+        let count = 1 + catalogs + usize::from(self.replicas);
         let listeners = (0..count)
             .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
             .collect::<std::io::Result<Vec<_>>>()
@@ -223,17 +238,21 @@ impl ClusterSpec {
             .map_err(|e| Error::Io(format!("cannot find free ports: {e}")))?;
         Ok(Ports {
             frontend: ports[0],
-            catalog: ports[1],
-            order: ports[2..].to_vec(),
+            catalogs: ports[1..=catalogs].to_vec(),
+            order: ports[catalogs + 1..].to_vec(),
         })
     }
 }
 
 struct Ports {
     frontend: u16,
-    catalog: u16,
+    catalogs: Vec<u16>,
     order: Vec<u16>,
 }
+
+/// Most catalogs a local cluster runs: their ports sit between the front-end's and the
+/// replicas' (base + 1 ..= base + 9).
+pub const CATALOGS_MAX: u8 = 9;
 
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
@@ -244,7 +263,7 @@ fn path_arg(path: &Path) -> String {
 pub struct ServiceSpec {
     /// Role.
     pub role: Role,
-    /// Replica id.
+    /// Replica or catalog id.
     pub id: Option<u8>,
     /// Base URL.
     pub url: String,
@@ -253,7 +272,7 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    /// `catalog`, `frontend`, `order-2`.
+    /// `catalog-1`, `frontend`, `order-2`.
     #[must_use]
     pub fn name(&self) -> String {
         Self::name_of(self.role, self.id)
@@ -294,14 +313,15 @@ mod tests {
         assert_eq!(
             urls,
             [
-                ("catalog".into(), "http://127.0.0.1:8081".into()),
+                ("catalog-1".into(), "http://127.0.0.1:8081".into()),
+                ("catalog-2".into(), "http://127.0.0.1:8082".into()),
                 ("order-1".into(), "http://127.0.0.1:8091".into()),
                 ("order-2".into(), "http://127.0.0.1:8092".into()),
                 ("order-3".into(), "http://127.0.0.1:8093".into()),
                 ("frontend".into(), "http://127.0.0.1:8080".into()),
             ]
         );
-        let order = &services[2].command;
+        let order = &services[3].command;
         assert_eq!(order[1], "order");
         assert!(order.contains(&"--peers".to_owned()));
         assert!(order.iter().any(|a| a.ends_with("order-2.db")));
@@ -315,7 +335,7 @@ mod tests {
         let mut urls: Vec<_> = services.iter().map(|s| s.url.clone()).collect();
         urls.sort();
         urls.dedup();
-        assert_eq!(urls.len(), 5);
+        assert_eq!(urls.len(), 6);
     }
 
     #[test]

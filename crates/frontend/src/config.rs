@@ -13,10 +13,35 @@ pub const CACHE_SIZE_DEFAULT: usize = 8;
 /// Largest cache capacity accepted.
 pub const CACHE_SIZE_MAX: usize = 1_000_000;
 
-/// Shortest and longest lease on the invalidation feed.
-pub const FEED_LEASE_MIN: Duration = Duration::from_millis(100);
-/// See [`FEED_LEASE_MIN`].
-pub const FEED_LEASE_MAX: Duration = Duration::from_secs(10);
+/// Most catalogs `--catalogs` may list.
+pub const CATALOGS_MAX: usize = 16;
+
+/// Base URLs separated by commas, as `--catalogs` takes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogUrls(pub Vec<String>);
+
+impl std::str::FromStr for CatalogUrls {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut urls = Vec::new();
+        for url in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let url = url.trim_end_matches('/');
+            validate_base_url(url)?;
+            if urls.iter().any(|u| u == url) {
+                return Err(format!("catalog {url} is listed twice"));
+            }
+            urls.push(url.to_owned());
+        }
+        Ok(Self(urls))
+    }
+}
+
+impl std::fmt::Display for CatalogUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
 
 /// Configuration of `bazaar frontend`.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,13 +50,14 @@ pub struct Config {
     #[arg(long, env = "BAZAAR_FRONTEND_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Base URL of the catalog.
+    /// Base URLs of the catalogs, separated by commas: lookups go to the first that answers in
+    /// time and fail over to the others.
     #[arg(
         long,
-        env = "BAZAAR_CATALOG_URL",
-        default_value = "http://127.0.0.1:8081"
+        env = "BAZAAR_CATALOGS",
+        default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082"
     )]
-    pub catalog: String,
+    pub catalogs: CatalogUrls,
 
     /// Order replicas as `id=url` pairs separated by commas.
     #[arg(
@@ -49,11 +75,6 @@ pub struct Config {
     #[arg(long, env = "BAZAAR_NO_CACHE")]
     pub no_cache: bool,
 
-    /// Lease on the invalidation feed: cached entries are served only while the catalog has
-    /// answered a ping sent less than this long ago.
-    #[arg(long, env = "BAZAAR_FEED_LEASE", default_value = "1s", value_parser = parse_duration)]
-    pub feed_lease: Duration,
-
     /// How long a trade or order query keeps retrying through leader failures before the
     /// client gets 503.
     #[arg(long, env = "BAZAAR_FAILOVER_DEADLINE", default_value = "10s", value_parser = parse_duration)]
@@ -63,14 +84,13 @@ pub struct Config {
 impl Config {
     /// Defaults, listening on `listen`, with the given catalog and replicas.
     #[must_use]
-    pub fn new(listen: SocketAddr, catalog: String, replicas: ReplicaUrls) -> Self {
+    pub fn new(listen: SocketAddr, catalogs: CatalogUrls, replicas: ReplicaUrls) -> Self {
         Self {
             listen,
-            catalog,
+            catalogs,
             replicas,
             cache_size: CACHE_SIZE_DEFAULT,
             no_cache: false,
-            feed_lease: Duration::from_secs(1),
             failover_deadline: crate::leader::FAILOVER_DEADLINE_DEFAULT,
         }
     }
@@ -80,7 +100,12 @@ impl Config {
     /// # Errors
     /// A sentence naming the flag and the bad value.
     pub fn validate(&self) -> Result<(), String> {
-        validate_base_url(&self.catalog).map_err(|e| format!("--catalog: {e}"))?;
+        if self.catalogs.0.is_empty() || self.catalogs.0.len() > CATALOGS_MAX {
+            return Err(format!(
+                "--catalogs lists {} catalogs; give 1 to {CATALOGS_MAX}",
+                self.catalogs.0.len()
+            ));
+        }
         if self.replicas.0.is_empty() {
             return Err("--replicas lists no order replica".into());
         }
@@ -88,12 +113,6 @@ impl Config {
             return Err(format!(
                 "--cache-size {} must be from 1 to {CACHE_SIZE_MAX} (use --no-cache to turn caching off)",
                 self.cache_size
-            ));
-        }
-        if !(FEED_LEASE_MIN..=FEED_LEASE_MAX).contains(&self.feed_lease) {
-            return Err(format!(
-                "--feed-lease {:?} must be from {FEED_LEASE_MIN:?} to {FEED_LEASE_MAX:?}",
-                self.feed_lease
             ));
         }
         if self.failover_deadline.is_zero() || self.failover_deadline > Duration::from_secs(600) {

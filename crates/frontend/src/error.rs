@@ -1,27 +1,30 @@
-//! The front-end's errors, and the one place they become HTTP statuses.
+//! The front-end's errors, and the one place they become error responses.
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bazaar_api::ErrorKind;
 use bazaar_api::client::ClientError;
 use bazaar_service::ApiError;
 
 /// Everything a public request can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
+    /// A service behind the front-end refused the request for a reason the client should see
+    /// (unknown stock or order, not enough stock, a value out of range): passed on as it came.
+    #[error("{message}")]
+    Refused {
+        /// What went wrong.
+        kind: ErrorKind,
+        /// The service's message.
+        message: String,
+    },
     /// Malformed input.
     #[error("{0}")]
     BadRequest(String),
-    /// Unknown stock or order.
-    #[error("{0}")]
-    NotFound(String),
-    /// Not enough stock to buy.
-    #[error("{0}")]
-    Conflict(String),
     /// No order replica could take the request in time.
-    #[error("no order replica reachable: {0}")]
+    #[error("no order replica can take the request: {0}")]
     NoReplica(String),
-    /// The catalog could not be reached.
-    #[error("the catalog is unavailable: {0}")]
+    /// No catalog could answer in time.
+    #[error("no catalog can answer: {0}")]
     CatalogUnavailable(String),
     /// A service behind the front-end answered something unexpected.
     #[error("{0}")]
@@ -40,18 +43,16 @@ impl Error {
     pub fn from_catalog(e: ClientError) -> Self {
         match e {
             ClientError::Rejected {
-                status: 404,
+                kind: kind @ (ErrorKind::UnknownStock | ErrorKind::BadRequest),
                 message,
                 ..
-            } => Self::NotFound(message),
+            } => Self::Refused { kind, message },
+            e if e.is_unreachable() => Self::CatalogUnavailable(e.to_string()),
             ClientError::Rejected {
-                status: 400,
+                kind: ErrorKind::Unavailable | ErrorKind::NotReady | ErrorKind::Overloaded,
                 message,
                 ..
-            } => Self::BadRequest(message),
-            e if e.is_unreachable() || e.status() == Some(503) => {
-                Self::CatalogUnavailable(e.to_string())
-            }
+            } => Self::CatalogUnavailable(message),
             e => Self::Upstream(e.to_string()),
         }
     }
@@ -61,48 +62,50 @@ impl Error {
     pub fn from_leader(e: ClientError) -> Self {
         match e {
             ClientError::Rejected {
-                status: 404,
+                kind:
+                    kind @ (ErrorKind::UnknownStock
+                    | ErrorKind::UnknownOrder
+                    | ErrorKind::InsufficientStock
+                    | ErrorKind::AmountLimit
+                    | ErrorKind::BadRequest),
                 message,
                 ..
-            } => Self::NotFound(message),
-            ClientError::Rejected {
-                status: 409,
-                message,
-                ..
-            } => Self::Conflict(message),
-            ClientError::Rejected {
-                status: 400,
-                message,
-                ..
-            } => Self::BadRequest(message),
+            } => Self::Refused { kind, message },
             e if e.is_unreachable() => Self::NoReplica(e.to_string()),
             ClientError::Rejected {
-                status: 503,
+                kind:
+                    ErrorKind::NotReady
+                    | ErrorKind::NoQuorum
+                    | ErrorKind::Uncertain
+                    | ErrorKind::NotLeader
+                    | ErrorKind::Overloaded,
                 message,
                 ..
             } => Self::NoReplica(message),
             e => Self::Upstream(e.to_string()),
         }
     }
+
+    /// What kind of error this is on the wire.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Refused { kind, .. } => *kind,
+            Self::BadRequest(_) => ErrorKind::BadRequest,
+            Self::NoReplica(_) | Self::CatalogUnavailable(_) => ErrorKind::Unavailable,
+            Self::Upstream(_) | Self::Config(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 impl From<&Error> for ApiError {
     fn from(err: &Error) -> Self {
-        let status = match err {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::NoReplica(_) | Error::CatalogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Upstream(_) => {
-                tracing::warn!(error = %err, "upstream failure");
-                StatusCode::BAD_GATEWAY
-            }
-            Error::Config(_) => {
-                tracing::error!(error = %err, "request failed");
-                return ApiError::internal();
-            }
-        };
-        ApiError::new(status, err.to_string())
+        let kind = err.kind();
+        if kind == ErrorKind::Internal {
+            tracing::error!(error = %err, "request failed");
+            return ApiError::internal();
+        }
+        ApiError::new(kind, err.to_string())
     }
 }
 

@@ -1,52 +1,74 @@
-//! The front-end's end of the invalidation feed: a WebSocket to the catalog, reconnected with
-//! backoff. Each invalidation is applied to the cache before it is acknowledged. Pings renew
-//! the cache's lease: a pong for a ping sent at `t` makes cached entries servable until
-//! `t + lease`. Losing the connection, or a pong not arriving within the lease, empties the
-//! cache and turns caching off until the feed is back (see `catalog::feed` for the catalog's
-//! half of the argument).
+//! The front-end's end of the invalidation feed: a WebSocket to whichever replica leads,
+//! re-established when the leader changes or the connection breaks. The first message is the
+//! leader's `hello` (knowledge starts over from its floor); each invalidation is applied to the
+//! cache before it is acknowledged; pings renew the lease: a pong for a ping sent at `t` makes
+//! knowledge trusted until `t + lease`. Losing the connection, a pong not arriving within the
+//! lease, or the leader changing, empties the cache and trusts nothing until the next hello and
+//! pong (the leader's half of the argument is in the order service's `release::feed`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bazaar_api::catalog::{FeedEvent, FeedReply};
+use bazaar_api::feed::{FeedEvent, FeedReply};
 use futures::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
+use crate::leader::{Current, LeaderSelector, Leadership};
 
 /// First and longest pause between reconnection attempts.
-const RECONNECT_PAUSE_MIN: Duration = Duration::from_millis(50);
-const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
+const RECONNECT_PAUSE_MIN: Duration = Duration::from_millis(20);
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// Pings per lease: several, so one late pong does not end the lease.
 const PINGS_PER_LEASE: u32 = 5;
 
-/// Keeps the feed connected until `stop` is cancelled.
+/// The longest lease a leader may grant that this front-end accepts, and the shortest.
+const LEASE_MAX: Duration = Duration::from_secs(10);
+const LEASE_MIN: Duration = Duration::from_millis(50);
+
+/// How long the leader may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keeps the feed connected to the leader until `stop` is cancelled.
 pub async fn run(
-    feed_url: String,
+    leader: LeaderSelector,
     label: String,
-    lease: Duration,
     cache: Arc<Cache>,
     stop: CancellationToken,
 ) {
-    let url = format!(
-        "{feed_url}?lease_ms={}&subscriber={label}",
-        lease.as_millis()
-    );
     let mut pause = RECONNECT_PAUSE_MIN;
+    let mut leadership = leader.watch();
     loop {
-        cache.disable();
+        cache.lost();
+        let current = match &*leadership.borrow_and_update() {
+            Leadership::Known(current) => Some(current.clone()),
+            Leadership::Searching | Leadership::Absent(_) => None,
+        };
+        let Some(current) = current else {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = leadership.changed() => {}
+            }
+            continue;
+        };
+        let url = format!(
+            "{}?subscriber={}",
+            current.client.feed_url(),
+            label.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
+        );
         let connected = tokio::select! {
             () = stop.cancelled() => return,
             c = tokio_tungstenite::connect_async(url.as_str()) => c,
         };
         match connected {
             Ok((socket, _)) => {
-                let (reason, was_up) = run_connection(socket, lease, &cache, &stop).await;
-                cache.disable();
+                let (reason, was_up) =
+                    run_connection(socket, &cache, &current, &mut leadership, &stop).await;
+                cache.lost();
                 if stop.is_cancelled() {
                     return;
                 }
@@ -58,7 +80,11 @@ pub async fn run(
                     );
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "cannot reach the invalidation feed"),
+            Err(e) => {
+                tracing::debug!(leader = %current.client.id(), error = %e, "cannot subscribe to the leader's feed");
+                // Refused: this replica may not lead any more.
+                leader.report_failed(&current, None);
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -68,16 +94,34 @@ pub async fn run(
     }
 }
 
-/// Runs one connection; returns why it ended and whether caching was ever on during it.
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Runs one subscription; returns why it ended and whether knowledge was trusted during it.
 async fn run_connection(
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    lease: Duration,
+    socket: Socket,
     cache: &Cache,
+    current: &Current,
+    leadership: &mut tokio::sync::watch::Receiver<Leadership>,
     stop: &CancellationToken,
 ) -> (&'static str, bool) {
     let (mut sink, mut stream) = socket.split();
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
+    let lease = match hello {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<FeedEvent>(&text) {
+            Ok(FeedEvent::Hello {
+                epoch,
+                floor,
+                lease_ms,
+            }) => {
+                cache.hello(epoch, floor);
+                Duration::from_millis(lease_ms).clamp(LEASE_MIN, LEASE_MAX)
+            }
+            _ => return ("the leader's first message was not a hello", false),
+        },
+        Ok(_) => return ("the leader closed the feed before its hello", false),
+        Err(_) => return ("no hello from the leader in time", false),
+    };
     let mut ticks = tokio::time::interval(lease / PINGS_PER_LEASE);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Pings in flight: nonce and send time, oldest first.
@@ -91,9 +135,19 @@ async fn run_connection(
                 let _ = sink.send(Message::Close(None)).await;
                 return ("front-end shutting down", up);
             }
+            changed = leadership.changed() => {
+                let moved = changed.is_err() || match &*leadership.borrow() {
+                    Leadership::Known(c) => c.generation != current.generation,
+                    Leadership::Searching | Leadership::Absent(_) => true,
+                };
+                if moved {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return ("the leader changed", up);
+                }
+            }
             _ = ticks.tick() => {
                 if last_pong.elapsed() > lease {
-                    return ("no answer from the catalog within the lease", up);
+                    return ("no answer from the leader within the lease", up);
                 }
                 nonce += 1;
                 pings.push_back((nonce, Instant::now()));
@@ -106,8 +160,8 @@ async fn run_connection(
             }
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<FeedEvent>(&text) {
-                    Ok(FeedEvent::Invalidate { seq, name, version }) => {
-                        cache.invalidate(&name, version);
+                    Ok(FeedEvent::Invalidate { seq, position, names }) => {
+                        cache.invalidate(position, &names);
                         if send(&mut sink, &FeedReply::Ack { seq }).await.is_err() {
                             return ("send failed", up);
                         }
@@ -123,18 +177,18 @@ async fn run_connection(
                                 cache.renew_lease((sent + lease).into_std());
                                 if !up {
                                     up = true;
-                                    cache.enable();
-                                    tracing::info!("invalidation feed up; caching on");
+                                    tracing::info!(leader = %current.client.id(), "invalidation feed up; caching on");
                                 }
                             }
                         }
                     }
+                    Ok(FeedEvent::Hello { .. }) => return ("a second hello", up),
                     Err(e) => {
                         tracing::warn!(error = %e, "unreadable invalidation feed message");
                         return ("protocol error", up);
                     }
                 },
-                Some(Ok(Message::Close(_))) | None => return ("closed by the catalog", up),
+                Some(Ok(Message::Close(_))) | None => return ("closed by the leader", up),
                 Some(Err(_)) => return ("connection lost", up),
                 Some(Ok(_)) => {}
             },

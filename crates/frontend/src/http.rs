@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bazaar_api::client::{CacheView, CatalogClient, LeaderView};
+use bazaar_api::client::{CacheView, LeaderView};
 use bazaar_api::order::TradeRequest;
 use bazaar_api::replica::{OrderTrade, TradeAck};
 use bazaar_api::{Data, Order, RequestId, Stock, TxnNumber, validate_stock_name};
@@ -14,16 +17,18 @@ use bazaar_service::{Json, Path, Query};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, Lookup};
+use crate::catalogs::Catalogs;
 use crate::error::{Error, Result};
 use crate::leader::LeaderSelector;
 
 /// Shared by every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The lookup cache; `None` with `--no-cache`.
-    pub cache: Option<Arc<Cache>>,
-    /// Catalog client for lookups.
-    pub catalog: CatalogClient,
+    /// What the front-end knows of the log, and the lookup cache (with `--no-cache`, the
+    /// knowledge alone).
+    pub cache: Arc<Cache>,
+    /// The catalogs lookups go to.
+    pub catalogs: Catalogs,
     /// The order leader.
     pub leader: LeaderSelector,
 }
@@ -53,33 +58,42 @@ async fn health_get(State(app): State<AppState>) -> Json<Data<Health>> {
     Json(Data::new(Health {
         status: "ok",
         service: "frontend",
-        caching: app.cache.as_ref().is_some_and(|c| c.view().enabled),
+        caching: app.cache.view().enabled,
     }))
 }
 
-async fn lookup(app: &AppState, name: String) -> Result<Stock> {
-    validate_stock_name(&name).map_err(Error::BadRequest)?;
-    let ticket = match app.cache.as_deref().map(|c| c.lookup(&name)) {
-        Some(Lookup::Hit(stock)) => return Ok(stock),
-        Some(Lookup::Miss(ticket)) => ticket,
-        None => None,
-    };
-    let state = app
-        .catalog
-        .stock_get(&name)
-        .await
-        .map_err(Error::from_catalog)?;
-    if let (Some(cache), Some(ticket)) = (&app.cache, ticket) {
-        cache.fill(ticket, &state);
-    }
-    Ok(state.into())
+/// A JSON reply from bytes already encoded (a cache hit serves them as they are).
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn stock_get(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Data<Stock>>> {
-    Ok(Json(Data::new(lookup(&app, name).await?)))
+/// Looks a stock up: from the cache when fresh, else from a catalog whose view is at least as
+/// new as every change this front-end knows of (or, when it cannot vouch for its knowledge, as
+/// new as the leader says every acknowledged change is).
+async fn lookup(app: &AppState, name: String) -> Result<Bytes> {
+    validate_stock_name(&name).map_err(Error::BadRequest)?;
+    let (bound, ticket) = match app.cache.lookup(&name) {
+        Lookup::Hit(body) => return Ok(body),
+        Lookup::Miss { bound, ticket } => (bound, ticket),
+    };
+    let bound = match bound {
+        Some(bound) => bound,
+        None => app.leader.position().await?,
+    };
+    let found = app.catalogs.stock(&name, bound).await?;
+    let version = found.stock.version;
+    let body = Bytes::from(
+        serde_json::to_vec(&Data::new(Stock::from(found.stock))).expect("stocks serialise"),
+    );
+    if let Some(ticket) = ticket {
+        app.cache
+            .fill(ticket, &name, found.position, version, body.clone());
+    }
+    Ok(body)
+}
+
+async fn stock_get(State(app): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    Ok(json_bytes(lookup(&app, name).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,16 +105,16 @@ struct StocksQuery {
 async fn stocks_query(
     State(app): State<AppState>,
     Query(query): Query<StocksQuery>,
-) -> Result<axum::response::Response> {
-    use axum::response::IntoResponse;
+) -> Result<Response> {
     match query.stockname {
-        Some(name) => Ok(Json(Data::new(lookup(&app, name).await?)).into_response()),
+        Some(name) => Ok(json_bytes(lookup(&app, name).await?)),
         None => {
+            let bound = app.leader.position().await?;
             let stocks: Vec<Stock> = app
-                .catalog
-                .stocks()
-                .await
-                .map_err(Error::from_catalog)?
+                .catalogs
+                .stocks(bound)
+                .await?
+                .stocks
                 .into_iter()
                 .map(Stock::from)
                 .collect();
@@ -119,22 +133,30 @@ async fn order_create(
         name: request.name,
         kind: request.kind,
         quantity: request.quantity,
-        attempt: 0,
     };
-    let ack = app.leader.trade(&trade).await?;
-    if let Some(cache) = &app.cache {
-        cache.drop_stock(&trade.name);
-    }
-    tracing::debug!(txn = %ack.transaction_number, stock = %trade.name, kind = %trade.kind, quantity = trade.quantity, "trade relayed");
-    Ok(Json(Data::new(ack)))
+    let receipt = app.leader.trade(&trade).await?;
+    // Every front-end heard of the change before the leader released it; this one also notes
+    // it itself, so its own next lookup cannot miss it whatever happened to its feed.
+    app.cache
+        .invalidate(receipt.position, std::slice::from_ref(&trade.name));
+    tracing::debug!(txn = %receipt.transaction_number, stock = %trade.name, kind = %trade.kind, quantity = trade.quantity, "trade relayed");
+    Ok(Json(Data::new(TradeAck {
+        transaction_number: receipt.transaction_number,
+    })))
 }
 
+/// Order numbers are digits only, and at most what the stores hold.
 fn parse_order_number(text: &str) -> Result<TxnNumber> {
-    text.parse::<u64>().map(TxnNumber).map_err(|_| {
-        Error::BadRequest(format!(
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::BadRequest(format!(
             "order number {text:?} is not a non-negative integer"
-        ))
-    })
+        )));
+    }
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .map(TxnNumber)
+        .ok_or_else(|| Error::BadRequest(format!("order number {text} is out of range")))
 }
 
 async fn order_get(
@@ -164,19 +186,7 @@ async fn orders_query(
 }
 
 async fn cache_get(State(app): State<AppState>) -> Json<Data<CacheView>> {
-    let view = app.cache.as_ref().map_or_else(
-        || CacheView {
-            capacity: 0,
-            hits: 0,
-            misses: 0,
-            evictions: 0,
-            invalidations: 0,
-            enabled: false,
-            entries: Vec::new(),
-        },
-        |c| c.view(),
-    );
-    Json(Data::new(view))
+    Json(Data::new(app.cache.view()))
 }
 
 async fn leader_get(State(app): State<AppState>) -> Result<Json<Data<LeaderView>>> {

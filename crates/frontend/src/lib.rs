@@ -1,14 +1,18 @@
-//! The front-end (SPEC.md sections 2, 4, 5 and 6): the public REST API, the lookup cache with
-//! server-push invalidation, and leader selection with failover for the order replicas.
+//! The front-end: the public REST API, the lookup cache kept fresh by the order leader's
+//! invalidation feed, lookups that fail over between catalogs, and leader selection with
+//! failover for the order replicas.
 //!
 //! # Layout
 //! - [`config`] — flags.
-//! - [`cache`] — LRU cache with versions, generations and the feed lease.
-//! - [`feed`] — the invalidation feed subscription.
+//! - [`cache`] — what the front-end knows of the log (floor, invalidations, lease) and the LRU
+//!   cache that rests on it.
+//! - [`feed`] — the subscription to the leader's invalidation feed.
+//! - [`catalogs`] — lookups from any catalog at a minimum log position.
 //! - [`leader`] — leader selection and failover.
-//! - [`http`] — routes; [`error`]: errors and their HTTP statuses.
+//! - [`http`] — routes; [`error`]: errors and the one place they become responses.
 
 pub mod cache;
+pub mod catalogs;
 pub mod config;
 pub mod error;
 pub mod feed;
@@ -19,7 +23,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bazaar_api::client::{CatalogClient, Http};
+use bazaar_api::client::Http;
 use bazaar_service::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,13 +34,15 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use crate::cache::{Cache, CacheMetrics};
+use crate::catalogs::Catalogs;
 use crate::leader::{LeaderMetrics, LeaderSelector};
 
-/// Timeout of a catalog lookup.
-pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of one catalog lookup: a catalog waits up to a second for its view to reach the
+/// position asked for, then answers; a silent one is skipped after this.
+pub const CATALOG_TIMEOUT: Duration = Duration::from_millis(1300);
 
-/// Pause between attempts to select a leader at start, while the replicas come up.
-const STARTUP_SELECTION_PAUSE: Duration = Duration::from_millis(200);
+/// Timeout of calls to the order replicas (each request's attempt timeout is shorter).
+const REPLICA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long background tasks may take to stop after shutdown starts.
 const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
@@ -64,59 +70,41 @@ async fn run(
 ) -> Result<()> {
     config.validate().map_err(Error::Config)?;
     let metrics = Metrics::with_root(root);
-    let http = Http::new(CATALOG_TIMEOUT);
-    let catalog = CatalogClient::new(http.clone(), config.catalog.clone());
+    let http = Http::new(REPLICA_TIMEOUT);
+    let catalogs = Catalogs::new(&http.with_timeout(CATALOG_TIMEOUT), &config.catalogs.0);
+    let tasks = TaskTracker::new();
+    let stop = shutdown.child_token();
     let leader_metrics = LeaderMetrics::default();
     leader_metrics.register(&metrics);
-    let leader = LeaderSelector::new(
+    let leader = LeaderSelector::start(
         &config.replicas.0,
         &http,
         config.failover_deadline,
         leader_metrics,
+        &tasks,
+        &stop,
     );
-    let tasks = TaskTracker::new();
-    let stop = shutdown.child_token();
     let local = listener
         .local_addr()
         .map_err(|e| Error::Config(format!("listener has no address: {e}")))?;
-    let cache = match NonZeroUsize::new(config.cache_size).filter(|_| !config.no_cache) {
-        Some(capacity) => {
-            let cache_metrics = CacheMetrics::default();
-            cache_metrics.register(&metrics);
-            let cache = Arc::new(Cache::new(capacity, cache_metrics));
-            tasks.spawn(
-                feed::run(
-                    catalog.feed_url(),
-                    format!("frontend-{local}"),
-                    config.feed_lease,
-                    Arc::clone(&cache),
-                    stop.clone(),
-                )
-                .in_current_span(),
-            );
-            Some(cache)
-        }
-        None => None,
-    };
-    tasks.spawn({
-        let (leader, stop) = (leader.clone(), stop.clone());
-        async move {
-            while !stop.is_cancelled() {
-                if leader.select(None).await.is_ok() {
-                    return;
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(STARTUP_SELECTION_PAUSE) => {}
-                }
-            }
-        }
-        .in_current_span()
-    });
+    let capacity = NonZeroUsize::new(config.cache_size).filter(|_| !config.no_cache);
+    let cache_metrics = CacheMetrics::default();
+    cache_metrics.register(&metrics);
+    let cache = Arc::new(Cache::new(capacity, cache_metrics));
+    // The feed runs with the cache off too: it is what bounds every lookup's position.
+    tasks.spawn(
+        feed::run(
+            leader.clone(),
+            format!("frontend-{local}"),
+            Arc::clone(&cache),
+            stop.clone(),
+        )
+        .in_current_span(),
+    );
     let router = bazaar_service::finish_router(
         http::router(http::AppState {
             cache,
-            catalog,
+            catalogs,
             leader,
         }),
         metrics,

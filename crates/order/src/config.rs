@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bazaar_api::ReplicaId;
-use bazaar_api::replica::{ReplicaUrls, ReplicationMode, validate_base_url};
+use bazaar_api::replica::{ReplicaUrls, ReplicationMode};
 use bazaar_service::parse_duration;
+
+use crate::release::feed::LEASE_MAX;
 
 /// Longest heartbeat interval or election timeout accepted: beyond this a failover takes
 /// minutes, which no deployment wants.
@@ -15,6 +17,12 @@ pub const RAFT_TIMING_MAX: Duration = Duration::from_secs(60);
 
 /// Largest `--raft-snapshot-every` and `--raft-keep-logs` accepted.
 pub const RAFT_LOG_COUNT_MAX: u64 = 1_000_000_000;
+
+/// Shortest lease `--feed-lease` accepts: front-ends ping five times per lease.
+pub const FEED_LEASE_MIN: Duration = Duration::from_millis(100);
+
+/// Longest `--replication-timeout` and `--feed-ack-timeout` accepted.
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(60);
 
 /// Configuration of `bazaar order`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,13 +44,35 @@ pub struct Config {
     #[arg(long, env = "BAZAAR_ORDER_PEERS", default_value = "")]
     pub peers: ReplicaUrls,
 
-    /// Base URL of the catalog.
-    #[arg(
-        long,
-        env = "BAZAAR_CATALOG_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub catalog: String,
+    /// Catalog CSV (header `name,price,quantity`) that the first leader writes into the log's
+    /// first entry. Without it the copy of data/stocks.csv built into the binary is used. Only
+    /// the first leader of a new cluster reads it; every replica should be given the same.
+    #[arg(long, env = "BAZAAR_STOCKS")]
+    pub stocks: Option<PathBuf>,
+
+    /// Primary-backup: copies (the leader's included) a write needs before it is acknowledged.
+    /// 1 is the lab's design (a leader cut off from every follower goes on alone, and what it
+    /// acknowledges alone is lost if it dies); 2 refuses to acknowledge anything only one
+    /// replica holds (trades wait, then get 503, while only one replica is reachable).
+    #[arg(long, env = "BAZAAR_MIN_COPIES", default_value_t = 1)]
+    pub min_copies: usize,
+
+    /// Primary-backup: a live follower that has not stored an append within this long is
+    /// marked behind (and caught up in the background) so trades go on without it.
+    #[arg(long, env = "BAZAAR_REPLICATION_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub replication_timeout: Duration,
+
+    /// Lease granted to front-ends on the invalidation feed: a front-end trusts what it knows
+    /// only while the leader answered a ping it sent less than this long ago. A new leader
+    /// waits this long (plus a grace) before its first acknowledgement, and a leader waits it
+    /// out for a front-end that stops answering.
+    #[arg(long, env = "BAZAAR_FEED_LEASE", default_value = "400ms", value_parser = parse_duration)]
+    pub feed_lease: Duration,
+
+    /// How long to wait for a front-end to acknowledge an invalidation before dropping it (and
+    /// waiting out its lease).
+    #[arg(long, env = "BAZAAR_FEED_ACK_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub feed_ack_timeout: Duration,
 
     /// How replicas agree on the order log.
     #[arg(
@@ -119,7 +149,6 @@ impl Config {
     /// # Errors
     /// A sentence naming the flag and the bad value.
     pub fn validate(&self) -> Result<(), String> {
-        validate_base_url(&self.catalog).map_err(|e| format!("--catalog: {e}"))?;
         if self.peers.0.len() > 1 && !self.peers.0.contains_key(&self.id) {
             return Err(format!(
                 "--peers lists replicas {:?} but not this replica ({})",
@@ -148,7 +177,41 @@ impl Config {
         if self.raft_snapshot_every == 0 {
             return Err("--raft-snapshot-every 0 must be at least 1".into());
         }
+        let replicas = self.peers.0.len().max(1);
+        if !(1..=replicas).contains(&self.min_copies) {
+            return Err(format!(
+                "--min-copies {} must be from 1 to the number of replicas ({replicas})",
+                self.min_copies
+            ));
+        }
+        if !(FEED_LEASE_MIN..=LEASE_MAX).contains(&self.feed_lease) {
+            return Err(format!(
+                "--feed-lease {:?} must be from {FEED_LEASE_MIN:?} to {LEASE_MAX:?}",
+                self.feed_lease
+            ));
+        }
+        for (flag, value) in [
+            ("--replication-timeout", self.replication_timeout),
+            ("--feed-ack-timeout", self.feed_ack_timeout),
+        ] {
+            if value < Duration::from_millis(1) || value > TIMEOUT_MAX {
+                return Err(format!(
+                    "{flag} {value:?} must be from 1ms to {TIMEOUT_MAX:?}"
+                ));
+            }
+        }
+        if let Some(stocks) = &self.stocks
+            && !stocks.is_file()
+        {
+            return Err(format!("--stocks {}: no such file", stocks.display()));
+        }
         Ok(())
+    }
+
+    /// Every replica's URL, this one's included.
+    #[must_use]
+    pub fn urls(&self) -> BTreeMap<ReplicaId, String> {
+        self.peers.0.clone()
     }
 
     /// Heartbeat below the shortest election timeout, below the longest: otherwise followers
@@ -238,6 +301,13 @@ mod tests {
             (vec!["--raft-heartbeat", "0ms"], "--raft-heartbeat"),
             (vec!["--raft-snapshot-every", "0"], "--raft-snapshot-every"),
             (vec!["--raft-keep-logs", "2000000000"], "--raft-keep-logs"),
+            (vec!["--min-copies", "2"], "--min-copies"),
+            (vec!["--feed-lease", "20s"], "--feed-lease"),
+            (
+                vec!["--replication-timeout", "0ms"],
+                "--replication-timeout",
+            ),
+            (vec!["--stocks", "/no/such/file.csv"], "--stocks"),
         ] {
             let err = parse(&args).expect_err("invalid");
             assert!(err.contains(flag), "{args:?}: {err}");

@@ -1,9 +1,8 @@
-//! The order service's errors, and the one place they become HTTP statuses.
+//! The order service's errors, and the one place they become error responses.
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bazaar_api::client::{ClientError, STATUS_NOT_LEADER};
-use bazaar_api::{Epoch, LeaderHint, ReplicaId, RequestId, TxnNumber};
+use bazaar_api::{Epoch, ErrorKind, LeaderHint, ReplicaId, TxnNumber};
+use bazaar_ledger::Refusal;
 use bazaar_service::ApiError;
 
 /// Everything that can go wrong in an order replica.
@@ -17,24 +16,21 @@ pub enum Error {
         /// Who it believes leads.
         leader: Option<LeaderHint>,
     },
-    /// Recovering, or chosen leader but still catching up.
+    /// Recovering, electing, or chosen leader but still catching up.
     #[error("replica is not ready: {0}")]
     NotReady(String),
+    /// A raft leader that cannot reach a majority: nothing commits until that changes.
+    #[error("{0}")]
+    NoQuorum(String),
     /// No order with that number.
     #[error("no order number {0}")]
     UnknownOrder(TxnNumber),
-    /// The catalog does not know the stock.
+    /// The ledger refused the trade; nothing was written.
     #[error("{0}")]
-    UnknownStock(String),
-    /// The catalog refused a buy for lack of stock.
-    #[error("{0}")]
-    InsufficientStock(String),
-    /// The catalog could not be reached in time.
-    #[error("the catalog is unavailable: {0}")]
-    CatalogUnavailable(String),
-    /// The catalog answered something the saga does not expect.
-    #[error("the catalog refused the trade: {0}")]
-    CatalogRejected(String),
+    Refused(Refusal),
+    /// The write may or may not have been committed: retry with the same request id.
+    #[error("the outcome is not known yet: {0}")]
+    Uncertain(String),
     /// A leader notice or append from an epoch older than this replica's.
     #[error("epoch {got} is older than epoch {newest}")]
     StaleEpoch {
@@ -54,11 +50,7 @@ pub enum Error {
         /// The other claimant.
         claimed: ReplicaId,
     },
-    /// Reconciliation cancelled the trade's reservation before this request could finish it;
-    /// a retry starts it afresh.
-    #[error("trade {0} was abandoned by reconciliation; retry it")]
-    Abandoned(RequestId),
-    /// A request that makes no sense (bad query, bad batch).
+    /// A request that makes no sense (bad query, bad batch, a value out of range).
     #[error("{0}")]
     BadRequest(String),
     /// A route of the other replication mode (a misconfigured peer or front-end).
@@ -94,56 +86,41 @@ fn leader_suffix(leader: Option<&LeaderHint>) -> String {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Maps a catalog call's failure in the trade saga.
+    /// What kind of error this is on the wire.
     #[must_use]
-    pub fn from_catalog(e: ClientError) -> Self {
-        match e {
-            ClientError::Rejected {
-                status: 404,
-                message,
-                ..
-            } => Self::UnknownStock(message),
-            ClientError::Rejected {
-                status: 409,
-                message,
-                ..
-            } => Self::InsufficientStock(message),
-            ClientError::Rejected { status: 503, .. } | ClientError::Unreachable { .. } => {
-                Self::CatalogUnavailable(e.to_string())
-            }
-            ClientError::Timeout { .. } => Self::CatalogUnavailable(e.to_string()),
-            other => Self::CatalogRejected(other.to_string()),
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotLeader { .. } => ErrorKind::NotLeader,
+            Self::NotReady(_) | Self::ShuttingDown => ErrorKind::NotReady,
+            Self::NoQuorum(_) => ErrorKind::NoQuorum,
+            Self::UnknownOrder(_) => ErrorKind::UnknownOrder,
+            Self::Refused(Refusal::UnknownStock { .. }) => ErrorKind::UnknownStock,
+            Self::Refused(Refusal::InsufficientStock { .. }) => ErrorKind::InsufficientStock,
+            Self::Refused(Refusal::AmountLimit { .. }) => ErrorKind::AmountLimit,
+            Self::Refused(Refusal::NotListed) => ErrorKind::NotReady,
+            Self::Uncertain(_) => ErrorKind::Uncertain,
+            Self::StaleEpoch { .. } => ErrorKind::StaleEpoch,
+            Self::EpochClaimed { .. } => ErrorKind::EpochClaimed,
+            Self::BadRequest(_) => ErrorKind::BadRequest,
+            Self::WrongMode { .. } => ErrorKind::WrongMode,
+            Self::Config(_) | Self::Storage(_) => ErrorKind::Internal,
         }
     }
 }
 
 impl From<&Error> for ApiError {
     fn from(err: &Error) -> Self {
-        let status = match err {
-            Error::NotLeader { leader, .. } => {
-                return ApiError::new(
-                    StatusCode::from_u16(STATUS_NOT_LEADER).expect("421 is a valid status"),
-                    err.to_string(),
-                )
-                .with_leader(leader.clone());
-            }
-            Error::UnknownOrder(_) | Error::UnknownStock(_) => StatusCode::NOT_FOUND,
-            Error::InsufficientStock(_) | Error::EpochClaimed { .. } | Error::WrongMode { .. } => {
-                StatusCode::CONFLICT
-            }
-            Error::StaleEpoch { .. } => StatusCode::PRECONDITION_FAILED,
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::NotReady(_)
-            | Error::CatalogUnavailable(_)
-            | Error::Abandoned(_)
-            | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Error::CatalogRejected(_) => StatusCode::BAD_GATEWAY,
-            Error::Config(_) | Error::Storage(_) => {
-                tracing::error!(error = %err, "request failed");
-                return ApiError::internal();
-            }
-        };
-        ApiError::new(status, err.to_string())
+        let kind = err.kind();
+        if kind == ErrorKind::Internal {
+            tracing::error!(error = %err, "request failed");
+            return ApiError::internal();
+        }
+        let api = ApiError::new(kind, err.to_string());
+        match err {
+            Error::NotLeader { leader, .. } => api.with_leader(leader.clone()),
+            Error::StaleEpoch { newest, .. } => api.with_epoch(*newest),
+            _ => api,
+        }
     }
 }
 

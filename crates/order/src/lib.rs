@@ -1,34 +1,39 @@
-//! The order service (SPEC.md sections 5 and 6): one replica of the order log. The leader runs
-//! the trade saga with the catalog, numbers orders and replicates them; followers store what
-//! the leader sends; a restarted replica catches up before it serves.
+//! The order service: one replica of the order log, the one durable record of every change to a
+//! stock's quantity. The leader decides every trade on its ledger (the log applied in order),
+//! replicates it, releases it once every front-end has been told, and streams what it released
+//! to the catalogs; followers store what the leader sends; a restarted replica catches up
+//! before it serves.
 //!
-//! # Layout
-//! - [`config`] — flags.
-//! - [`log_store`] — the order log in SQLite, with the conflicts table.
-//! - [`replication`] — primary-backup replication (`core` decisions, `runtime` leader tasks,
-//!   `catch_up` log sync).
-//! - [`raft`] — Raft replication (`--replication raft`): openraft over the same SQLite file.
-//! - [`replica`] — the mode-independent view of a replica the routes and the saga use.
-//! - [`saga`] — try-confirm-cancel with the catalog, single flight per request id,
-//!   reconciliation.
-//! - [`http`] — routes (`public` for front-ends, `internal` between replicas); [`error`]: errors
-//!   and their HTTP statuses.
+//! # Layout (each layer uses only those below it)
+//! - [`http`] — routes (`public` for front-ends, `internal` between services, `raft`).
+//! - [`replica`] — the mode-independent view the routes use: status, writes held until
+//!   released, order queries.
+//! - [`release`] — when a committed change may be shown: invalidations to every front-end, the
+//!   log stream to the catalogs, the handover wait of a new leader.
+//! - [`primary_backup`] — the lab's replication, as a pure core and its runtime and storage.
+//! - [`raft`] — Raft replication (`--replication raft`) on openraft and the same SQLite file.
+//! - [`orders`], [`file`] — the order and stock rows, and the database file as a whole.
+//! - [`config`], [`error`] — flags; errors and the one place they become responses.
 
 pub mod config;
 pub mod error;
+pub mod file;
 pub mod http;
-pub mod log_store;
+pub mod orders;
+pub mod primary_backup;
 pub mod raft;
+pub mod release;
 pub mod replica;
-pub mod replication;
-pub mod saga;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bazaar_api::client::{CatalogClient, Http};
+use bazaar_api::client::Http;
+use bazaar_api::log::AppliedEntry;
 use bazaar_api::replica::ReplicationMode;
 use bazaar_service::{DbLock, Fatal, Metrics};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -36,15 +41,13 @@ use tracing::Instrument;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use crate::log_store::{LogStore, Term};
+use crate::primary_backup::PrimaryBackup;
+use crate::primary_backup::storage::{Opened, Storage};
 use crate::raft::RaftReplica;
 use crate::raft::store::Db;
-use crate::replica::Replica;
-use crate::replication::{Membership, ReplicationMetrics, Replicator};
-use crate::saga::Trader;
-
-/// Timeout of each call to the catalog.
-pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::release::feed::{Feed, FeedMetrics};
+use crate::release::{Release, Vouch};
+use crate::replica::{Replica, Writer};
 
 /// Default timeout of calls to other replicas (most calls set their own).
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -52,10 +55,17 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long background tasks may take to stop after shutdown starts.
 const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Newest primary-backup entries kept in memory for appends and catch-up.
+const WINDOW_LEN: usize = 4096;
+
+/// How stale a primary-backup leader's confirmation by its followers may be before it stops
+/// renewing front-ends' leases: a few heartbeats.
+const PRIMARY_BACKUP_HEARTBEAT: Duration = Duration::from_millis(50);
+
 /// An opened order replica, ready to serve.
 pub struct OrderService {
     config: Config,
-    storage: Storage,
+    storage: Opening,
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
     _lock: DbLock,
@@ -65,9 +75,9 @@ pub struct OrderService {
 }
 
 /// The opened database, in the shape its replication mode needs.
-enum Storage {
-    PrimaryBackup { log: LogStore, term: Term },
-    Raft(Db),
+enum Opening {
+    PrimaryBackup(Storage, Opened),
+    Raft(Db, mpsc::UnboundedReceiver<AppliedEntry>),
 }
 
 impl std::fmt::Debug for OrderService {
@@ -91,13 +101,13 @@ impl OrderService {
         let lock = DbLock::acquire(&path).map_err(Error::Config)?;
         let fatal = Fatal::new();
         let (storage, writer) = match ReplicationMode::from(config.replication) {
-            mode @ ReplicationMode::PrimaryBackup => {
-                let (log, term, writer) = LogStore::open(&path, mode, fatal.clone())?;
-                (Storage::PrimaryBackup { log, term }, writer)
+            ReplicationMode::PrimaryBackup => {
+                let (storage, opened, writer) = Storage::open(&path, WINDOW_LEN, fatal.clone())?;
+                (Opening::PrimaryBackup(storage, opened), writer)
             }
             ReplicationMode::Raft => {
-                let (db, writer) = Db::open(&path, fatal.clone())?;
-                (Storage::Raft(db), writer)
+                let (db, applied, writer) = RaftReplica::open(&path, &fatal)?;
+                (Opening::Raft(db, applied), writer)
             }
         };
         Ok(Self {
@@ -110,9 +120,9 @@ impl OrderService {
         })
     }
 
-    /// Serves on `listener` until `shutdown` is cancelled or storage fails. Recovery (pulling
-    /// missed orders from peers) runs while the listener already answers `/health`, so peers and
-    /// the front-end can see the replica recovering.
+    /// Serves on `listener` until `shutdown` is cancelled or storage fails. Recovery (copying
+    /// missed entries from peers) runs while the listener already answers `/health`, so peers
+    /// and the front-end can see the replica recovering.
     ///
     /// # Errors
     /// [`Error::Storage`] when a durable write failed; the process should exit non-zero.
@@ -142,44 +152,76 @@ impl OrderService {
         let tasks = TaskTracker::new();
         tasks.spawn(bazaar_service::fatal::stop_on(fatal.clone(), stop.clone()));
         let http = Http::new(PEER_TIMEOUT);
-        let replica = match storage {
-            Storage::PrimaryBackup { log, term } => {
-                let replication_metrics = ReplicationMetrics::default();
-                replication_metrics.register(&metrics);
-                let replicator = Replicator::new(
-                    Membership {
-                        id: config.id,
-                        own_url: config.own_url(),
-                        peers: config.others(),
-                    },
-                    &http,
-                    log,
-                    term,
-                    tasks.clone(),
-                    stop.clone(),
-                    replication_metrics,
-                );
-                let recovering = replicator.clone();
-                tasks.spawn(async move { recovering.recover().await }.in_current_span());
-                Replica::PrimaryBackup(replicator)
-            }
-            Storage::Raft(db) => Replica::Raft(
-                RaftReplica::start(&config, &http, db, &tasks, &stop, &fatal, &metrics).await?,
-            ),
+        let feed_metrics = FeedMetrics::default();
+        feed_metrics.register(&metrics);
+        let feed = Feed::new(config.feed_lease, config.feed_ack_timeout, feed_metrics);
+        // The release gate needs to ask the replica whether it can vouch for leading, and the
+        // replica needs the gate: the gate takes a late-bound handle.
+        let vouch = Arc::new(LateVouch::default());
+        let grace = match config.replication {
+            config::ModeArg::PrimaryBackup => PRIMARY_BACKUP_HEARTBEAT * 5,
+            config::ModeArg::Raft => config
+                .raft_election_max
+                .saturating_mul(2)
+                .max(raft::QUORUM_GRACE_MIN),
         };
-        let catalog =
-            CatalogClient::new(http.with_timeout(CATALOG_TIMEOUT), config.catalog.clone());
-        let trader = Trader::new(replica.clone(), catalog, tasks.clone(), &metrics);
-        tasks.spawn(
-            trader
-                .clone()
-                .reconcile_loop(stop.clone())
-                .in_current_span(),
-        );
+        let release = Release::new(feed, vouch.clone(), grace, tasks.clone());
+        let replica = match storage {
+            Opening::PrimaryBackup(storage, opened) => {
+                let genesis =
+                    bazaar_ledger::seed::load(config.stocks.as_deref()).map_err(Error::Config)?;
+                let settings = primary_backup::core::Settings {
+                    id: config.id,
+                    peers: config.others().into_keys().collect(),
+                    min_copies: config.min_copies,
+                    append_timeout: config.replication_timeout,
+                    heartbeat: PRIMARY_BACKUP_HEARTBEAT,
+                    sync_timeout: config.replication_timeout.max(Duration::from_millis(500)),
+                    commit_timeout: Duration::from_secs(2),
+                    genesis,
+                    window_len_max: WINDOW_LEN,
+                };
+                let parts = primary_backup::Parts {
+                    settings,
+                    storage,
+                    opened,
+                    urls: config.urls(),
+                    http: http.clone(),
+                    release: release.clone(),
+                };
+                let pb = PrimaryBackup::start(parts, &tasks, &stop, &fatal);
+                vouch.set(Arc::new(pb.clone()));
+                Replica::PrimaryBackup(pb)
+            }
+            Opening::Raft(db, applied) => {
+                let raft = RaftReplica::start(
+                    &config,
+                    &http,
+                    db,
+                    applied,
+                    release.clone(),
+                    &tasks,
+                    &stop,
+                    &fatal,
+                    &metrics,
+                )
+                .await?;
+                vouch.set(Arc::new(raft.clone()));
+                Replica::Raft(raft)
+            }
+        };
+        // A decided write waits for its release at most: the acknowledgement timeout, a dropped
+        // front-end's lease, a new leader's handover, and a second of slack.
+        let release_deadline =
+            config.feed_ack_timeout + config.feed_lease * 2 + grace + Duration::from_secs(1);
         let router = bazaar_service::finish_router(
             http::router(http::AppState {
-                replica: replica.clone(),
-                trader,
+                writer: Writer {
+                    replica: replica.clone(),
+                    release: release.clone(),
+                    release_deadline,
+                },
+                shutdown: stop.clone(),
             }),
             metrics,
         );
@@ -188,6 +230,7 @@ impl OrderService {
         }
         let served = bazaar_service::serve(listener, router, stop.clone()).await;
         stop.cancel();
+        release.resign();
         bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
         // The Raft node holds the database through its storage; stop it before waiting for
         // the writer.
@@ -199,11 +242,30 @@ impl OrderService {
             tracing::warn!("raft node did not stop in time");
         }
         drop(replica);
+        drop(vouch);
+        drop(release);
         // Every store handle is gone with the router and the tasks: the writer drains and ends.
         bazaar_service::writer::join(writer, TASK_STOP_DEADLINE).await;
         if fatal.is_raised() {
             return Err(Error::Storage(fatal.raised().await));
         }
         served.map_err(|e| Error::Storage(format!("listener failed: {e}")))
+    }
+}
+
+/// The replica's [`Vouch`], set once the replica exists (the gate is built first).
+#[derive(Default)]
+struct LateVouch(std::sync::OnceLock<Arc<dyn Vouch>>);
+
+impl LateVouch {
+    fn set(&self, vouch: Arc<dyn Vouch>) {
+        // Set exactly once, right after the replica starts.
+        let _ = self.0.set(vouch);
+    }
+}
+
+impl Vouch for LateVouch {
+    fn vouches(&self, grace: Duration) -> bool {
+        self.0.get().is_some_and(|v| v.vouches(grace))
     }
 }

@@ -1,125 +1,47 @@
-//! What the rest of the service sees of a replica, whichever replication mode runs it. The
-//! public routes and the trade saga talk to this, never to a mode directly, so a second mode
-//! sits beside the first without touching them.
+//! What the routes see of a replica, whichever replication mode runs it: status, writes (decided
+//! by the mode, then held until released), order queries. The routes talk to this, never to a
+//! mode directly, except for the mode's own internal routes.
 
-use bazaar_api::replica::{OrderEntry, OrderTrade, ReplicaStatus};
-use bazaar_api::{Epoch, Order, RequestId, TxnNumber};
+use std::time::Duration;
+
+use bazaar_api::log::{Command, Position};
+use bazaar_api::replica::{ReplicaStatus, TradeReceipt};
+use bazaar_api::{Order, ReplicaId, TxnNumber};
+use bazaar_ledger::Outcome;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::primary_backup::PrimaryBackup;
 use crate::raft::RaftReplica;
-use crate::replication::Replicator;
-
-/// Why a commit failed, and whether the order may nevertheless be in some replica's log.
-#[derive(Debug, Clone)]
-pub struct CommitFailure {
-    /// What went wrong.
-    pub error: Error,
-    /// False only when nothing was written anywhere (the replica refused before numbering):
-    /// then, and only then, the saga may cancel the reservation at once. Otherwise the outcome
-    /// is settled by a retry or by the leader's reconciliation, which see the authoritative log.
-    pub maybe_committed: bool,
-}
-
-impl CommitFailure {
-    /// Nothing was written.
-    #[must_use]
-    pub fn refused(error: Error) -> Self {
-        Self {
-            error,
-            maybe_committed: false,
-        }
-    }
-
-    /// Something may have been written.
-    #[must_use]
-    pub fn uncertain(error: Error) -> Self {
-        Self {
-            error,
-            maybe_committed: true,
-        }
-    }
-}
+use crate::release::{NotReleased, Release};
 
 /// A replica in one of the replication modes.
 #[derive(Debug, Clone)]
 pub enum Replica {
     /// Primary-backup (the default).
-    PrimaryBackup(Replicator),
+    PrimaryBackup(PrimaryBackup),
     /// Raft consensus.
     Raft(RaftReplica),
 }
 
+/// A mode and the release gate in front of it; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    /// The mode.
+    pub replica: Replica,
+    /// The gate.
+    pub release: Release,
+    /// How long a decided write may wait to be released before it is answered "uncertain".
+    pub release_deadline: Duration,
+}
+
 impl Replica {
-    /// `GET /health`.
+    /// This replica's id.
     #[must_use]
-    pub fn status(&self) -> ReplicaStatus {
+    pub fn id(&self) -> ReplicaId {
         match self {
-            Self::PrimaryBackup(r) => r.status(),
-            Self::Raft(r) => r.status(),
-        }
-    }
-
-    /// The epoch this replica leads, which fences the catalog calls it makes.
-    ///
-    /// # Errors
-    /// [`Error::NotLeader`], [`Error::NotReady`].
-    pub fn leader_epoch(&self) -> Result<Epoch> {
-        match self {
-            Self::PrimaryBackup(r) => r.leader_epoch(),
-            Self::Raft(r) => r.leader_epoch(),
-        }
-    }
-
-    /// The error for "not the leader", naming the leader if known.
-    #[must_use]
-    pub fn not_leader(&self) -> Error {
-        match self {
-            Self::PrimaryBackup(r) => r.not_leader(),
-            Self::Raft(r) => r.not_leader(),
-        }
-    }
-
-    /// Numbers and durably replicates an order.
-    ///
-    /// # Errors
-    /// See [`CommitFailure`].
-    pub async fn commit(&self, trade: OrderTrade) -> Result<TxnNumber, CommitFailure> {
-        match self {
-            Self::PrimaryBackup(r) => r.commit(trade).await,
-            Self::Raft(r) => r.commit(trade).await,
-        }
-    }
-
-    /// An order by number (leader only).
-    ///
-    /// # Errors
-    /// [`Error::NotLeader`], [`Error::UnknownOrder`].
-    pub async fn order_get(&self, number: TxnNumber) -> Result<Order> {
-        match self {
-            Self::PrimaryBackup(r) => r.order_get(number).await,
-            Self::Raft(r) => r.order_get(number).await,
-        }
-    }
-
-    /// The number of the committed order holding `request_id`.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub async fn find_request(&self, request_id: RequestId) -> Result<Option<TxnNumber>> {
-        match self {
-            Self::PrimaryBackup(r) => r.find_request(request_id).await,
-            Self::Raft(r) => r.find_request(request_id).await,
-        }
-    }
-
-    /// A page of the local order log (`GET /internal/orders`), served in every role.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub async fn page(&self, from: TxnNumber, limit: u32) -> Result<Vec<OrderEntry>> {
-        match self {
-            Self::PrimaryBackup(r) => r.page(from, limit).await,
-            Self::Raft(r) => r.page(from, limit).await,
+            Self::PrimaryBackup(r) => r.status().id,
+            Self::Raft(r) => r.id(),
         }
     }
 
@@ -127,7 +49,7 @@ impl Replica {
     ///
     /// # Errors
     /// [`Error::WrongMode`] in raft mode.
-    pub fn primary_backup(&self, route: impl FnOnce() -> String) -> Result<&Replicator> {
+    pub fn primary_backup(&self, route: impl FnOnce() -> String) -> Result<&PrimaryBackup> {
         match self {
             Self::PrimaryBackup(r) => Ok(r),
             Self::Raft(r) => Err(Error::WrongMode {
@@ -138,18 +60,97 @@ impl Replica {
         }
     }
 
-    /// The Raft node behind a route of that mode.
+    /// The Raft node behind a raft route.
     ///
     /// # Errors
     /// [`Error::WrongMode`] in primary-backup mode.
-    pub fn raft(&self, route: impl FnOnce() -> String) -> Result<&crate::raft::types::Raft> {
+    pub fn raft(&self, route: impl FnOnce() -> String) -> Result<&RaftReplica> {
         match self {
-            Self::Raft(r) => Ok(r.raft()),
+            Self::Raft(r) => Ok(r),
             Self::PrimaryBackup(r) => Err(Error::WrongMode {
-                me: r.id(),
+                me: r.status().id,
                 mode: "primary-backup",
                 route: route(),
             }),
         }
+    }
+}
+
+impl Writer {
+    /// `GET /health`.
+    #[must_use]
+    pub fn status(&self) -> ReplicaStatus {
+        let mut status = match &self.replica {
+            Replica::PrimaryBackup(r) => r.status(),
+            Replica::Raft(r) => r.status(),
+        };
+        status.visible = self.release.released().position;
+        status
+    }
+
+    /// Decides and replicates `command`, then waits until its position is released (every
+    /// front-end told, the catalogs offered it). Returns the ledger's verdict and that position.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`], [`Error::NotReady`] when nothing was written; [`Error::Uncertain`]
+    /// when the write may or may not stand.
+    pub async fn write(&self, command: Command) -> Result<(Outcome, Position)> {
+        let (outcome, position) = match &self.replica {
+            Replica::PrimaryBackup(r) => r.write(command).await?,
+            Replica::Raft(r) => r.write(command).await?,
+        };
+        let Some(epoch) = self.release.released().epoch else {
+            return Err(Error::Uncertain(
+                "this replica stopped leading before the write was released".into(),
+            ));
+        };
+        let deadline = Instant::now() + self.release_deadline;
+        match self.release.wait(epoch, position, deadline).await {
+            Ok(()) => Ok((outcome, position)),
+            Err(NotReleased::Resigned) => Err(Error::Uncertain(
+                "this replica stopped leading before the write was released".into(),
+            )),
+            Err(NotReleased::Timeout) => Err(Error::Uncertain(format!(
+                "the write was not released within {:?} (a front-end or the quorum is slow)",
+                self.release_deadline
+            ))),
+        }
+    }
+
+    /// A trade, answered with its number once released.
+    ///
+    /// # Errors
+    /// As [`Self::write`], and [`Error::Refused`] for what the ledger refused.
+    pub async fn trade(&self, command: Command) -> Result<TradeReceipt> {
+        match self.write(command).await? {
+            (Outcome::Traded(number) | Outcome::Duplicate(number), position) => Ok(TradeReceipt {
+                transaction_number: number,
+                position,
+            }),
+            (Outcome::Refused(refusal), _) => Err(Error::Refused(refusal)),
+            (other, _) => Err(Error::Storage(format!("a trade was decided as {other:?}"))),
+        }
+    }
+
+    /// An order by number, answered by the leader only, and only once released (an order
+    /// that is committed but not yet released belongs to a trade nobody was told of yet).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`], [`Error::NotReady`], [`Error::UnknownOrder`].
+    pub async fn order(&self, number: TxnNumber) -> Result<Order> {
+        let row = match &self.replica {
+            Replica::PrimaryBackup(r) => {
+                let status = r.status();
+                if status.role != bazaar_api::replica::ReplicaRole::Leader {
+                    return Err(r.not_leader());
+                }
+                r.order(number).await?
+            }
+            Replica::Raft(r) => r.order(number).await?,
+        };
+        let released = self.release.released().position.unwrap_or(Position(0));
+        row.filter(|row| row.log_index.position() <= released)
+            .map(|row| row.to_order())
+            .ok_or(Error::UnknownOrder(number))
     }
 }

@@ -2,44 +2,44 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bazaar_api::{ErrorBody, LeaderHint};
+use bazaar_api::{Epoch, ErrorBody, ErrorKind, LeaderHint};
 
-/// An error response: `{"error": {"code": <status>, "message": ..}}`.
+/// An error response: `{"error": {"code": <status>, "kind": .., "message": ..}}`, with the
+/// status derived from the kind ([`ErrorKind::status`]).
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// HTTP status, also written as `code` in the body.
-    pub status: StatusCode,
+    /// What went wrong.
+    pub kind: ErrorKind,
     /// A sentence for the caller.
     pub message: String,
-    /// For "not leader" replies: who leads.
+    /// For `not_leader` replies: who leads.
     pub leader: Option<LeaderHint>,
+    /// For `stale_epoch` replies: the newest epoch known.
+    pub epoch: Option<Epoch>,
 }
 
 impl ApiError {
-    /// An error with this status and message.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error of this kind with this message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             message: message.into(),
             leader: None,
+            epoch: None,
         }
     }
 
-    /// 400 Bad Request.
+    /// `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+        Self::new(ErrorKind::BadRequest, message)
     }
 
-    /// 404 Not Found.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-
-    /// 500 with a generic message; the caller logs the details, the client never sees them.
+    /// `internal`, with a generic message; the caller logs the details, the client never sees
+    /// them.
     #[must_use]
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
             "internal error; the details are in the service's log",
         )
     }
@@ -50,12 +50,27 @@ impl ApiError {
         self.leader = leader;
         self
     }
+
+    /// Adds the newest epoch known.
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: Epoch) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = ErrorBody::new(self.status.as_u16(), self.message);
+        let status = self.status();
+        let mut body = ErrorBody::new(self.kind, self.message);
         body.error.leader = self.leader;
-        (self.status, axum::Json(body)).into_response()
+        body.error.epoch = self.epoch;
+        (status, axum::Json(body)).into_response()
     }
 }

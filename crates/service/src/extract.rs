@@ -8,6 +8,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use bazaar_api::ErrorKind;
+
 use crate::error::ApiError;
 
 /// `axum::Json` with enveloped rejections. Also a response: `Json(Data::new(x))`.
@@ -37,12 +39,13 @@ impl From<JsonRejection> for ApiError {
         };
         // Data errors (valid JSON of the wrong shape) are the caller's fault like syntax
         // errors; the spec answers both with 400.
-        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-            StatusCode::BAD_REQUEST
-        } else {
-            status
+        let kind = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType,
+            s if s.is_server_error() => ErrorKind::Internal,
+            _ => ErrorKind::BadRequest,
         };
-        Self::new(status, message)
+        Self::new(kind, message)
     }
 }
 
@@ -53,12 +56,12 @@ pub struct Path<T>(pub T);
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        let status = if rejection.status().is_server_error() {
-            rejection.status()
+        let kind = if rejection.status().is_server_error() {
+            ErrorKind::Internal
         } else {
-            StatusCode::BAD_REQUEST
+            ErrorKind::BadRequest
         };
-        Self::new(status, rejection.body_text())
+        Self::new(kind, rejection.body_text())
     }
 }
 

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use axum::routing::get;
+use bazaar_api::ErrorKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -34,12 +35,15 @@ pub fn finish_router(router: Router, metrics: Metrics) -> Router {
 }
 
 async fn route_missing(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+    ApiError::new(
+        ErrorKind::UnknownRoute,
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
 async fn method_missing(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::MethodNotAllowed,
         format!("{} does not accept {method}", uri.path()),
     )
 }

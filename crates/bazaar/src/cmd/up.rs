@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long, env = "BAZAAR_DATA_DIR", default_value = "bazaar-data")]
     data_dir: PathBuf,
 
-    /// Front-end on this port, catalog on +1, order replica i on +10+i (8091..8093). 0 picks
-    /// free ports.
+    /// Front-end on this port, catalog i on +i (8081, 8082), order replica i on +10+i
+    /// (8091..8093). 0 picks free ports.
     #[arg(long, env = "BAZAAR_BASE_PORT", default_value_t = 8080)]
     base_port: u16,
 
@@ -55,6 +55,10 @@ pub struct Args {
     /// Number of order replicas (ids 1..=N).
     #[arg(long, env = "BAZAAR_REPLICA_COUNT", default_value_t = 3)]
     replicas: u8,
+
+    /// Number of catalogs (ids 1..=N): views of the order log, any of which answers lookups.
+    #[arg(long, env = "BAZAAR_CATALOG_COUNT", default_value_t = 2)]
+    catalogs: u8,
 
     /// How the order replicas agree on the log.
     #[arg(
@@ -81,8 +85,9 @@ pub struct Args {
     #[arg(long, env = "BAZAAR_RESTOCK_TO")]
     restock_to: Option<u64>,
 
-    /// Catalog CSV for a new catalog database (default: the built-in data/stocks.csv).
-    #[arg(long, env = "BAZAAR_CATALOG_STOCKS")]
+    /// Catalog CSV the first leader writes into a new order log (default: the built-in
+    /// data/stocks.csv).
+    #[arg(long, env = "BAZAAR_STOCKS")]
     stocks: Option<PathBuf>,
 
     /// Write each service's log to DIR/<service>.log instead of this terminal.
@@ -96,6 +101,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::Config(anyhow!(
             "--replicas {} must be from 1 to {REPLICAS_MAX}",
             args.replicas
+        )));
+    }
+    if !(1..=bazaar_cluster::spec::CATALOGS_MAX).contains(&args.catalogs) {
+        return Err(Failure::Config(anyhow!(
+            "--catalogs {} must be from 1 to {}",
+            args.catalogs,
+            bazaar_cluster::spec::CATALOGS_MAX
         )));
     }
     if let Some(size) = args.cache_size
@@ -118,6 +130,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(anyhow!("cannot find the bazaar executable: {e}")))?;
     let mut spec = ClusterSpec::new(exe, args.data_dir.clone(), args.base_port);
     spec.replicas = args.replicas;
+    spec.catalogs = args.catalogs;
     spec.frontend_host = args.frontend_host;
     spec.replication = args.replication.as_str().into();
     spec.cache_size = args.cache_size;
@@ -174,8 +187,10 @@ fn print_banner(cluster: &Cluster) {
         "  front-end  {}   <- the public API",
         cluster.frontend_url()
     );
-    if let Some(url) = cluster.url(Role::Catalog, None) {
-        println!("  catalog    {url}");
+    for id in cluster.catalog_ids() {
+        if let Some(url) = cluster.url(Role::Catalog, Some(id)) {
+            println!("  catalog {id}  {url}");
+        }
     }
     for id in cluster.replica_ids() {
         if let Some(url) = cluster.url(Role::Order, Some(id)) {

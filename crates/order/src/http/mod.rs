@@ -1,33 +1,36 @@
-//! The order replica's routes, split by caller: [`public`] for front-ends, [`internal`] for the
-//! other replicas and the front-end's leader selection in primary-backup mode, and
-//! [`crate::raft::http`] for the Raft nodes.
+//! The order replica's routes, split by caller: [`public`] for front-ends (health, trades, order
+//! queries), [`internal`] for the other replicas, the catalogs and the front-ends' feed and
+//! leader selection, and [`raft`] for the Raft nodes. Every value is checked here, before it
+//! reaches the replica.
 
 pub mod internal;
 pub mod public;
+pub mod raft;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::replica::Replica;
-use crate::replication::Replicator;
-use crate::saga::Trader;
+use crate::primary_backup::PrimaryBackup;
+use crate::raft::RaftReplica;
+use crate::replica::Writer;
 
 /// Shared by every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// This replica.
-    pub replica: Replica,
-    /// Runs trades.
-    pub trader: Trader,
+    /// The replica behind its release gate.
+    pub writer: Writer,
+    /// Cancelled when the service stops; long-lived feed connections watch it.
+    pub shutdown: CancellationToken,
 }
 
 /// The replica's router, without the shared layers.
 pub fn router(state: AppState) -> Router {
     public::routes()
         .merge(internal::routes())
-        .merge(crate::raft::http::routes())
+        .merge(raft::routes())
         .with_state(state)
 }
 
@@ -37,15 +40,16 @@ fn route_of(parts: &Parts) -> impl FnOnce() -> String {
 }
 
 /// The replica behind a primary-backup route. As an extractor it runs before the body is read,
-/// so a raft replica answers 409 naming the mode whatever the body holds.
+/// so a raft replica answers `wrong_mode` whatever the body holds.
 #[derive(Debug, Clone)]
-pub struct PrimaryBackupRoute(pub Replicator);
+pub struct PrimaryBackupRoute(pub PrimaryBackup);
 
 impl FromRequestParts<AppState> for PrimaryBackupRoute {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         state
+            .writer
             .replica
             .primary_backup(route_of(parts))
             .cloned()
@@ -53,14 +57,19 @@ impl FromRequestParts<AppState> for PrimaryBackupRoute {
     }
 }
 
-/// The Raft node behind a raft route; a primary-backup replica answers 409 naming the mode.
-#[derive(Clone)]
-pub struct RaftRoute(pub crate::raft::types::Raft);
+/// The Raft node behind a raft route; a primary-backup replica answers `wrong_mode`.
+#[derive(Debug, Clone)]
+pub struct RaftRoute(pub RaftReplica);
 
 impl FromRequestParts<AppState> for RaftRoute {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        state.replica.raft(route_of(parts)).cloned().map(Self)
+        state
+            .writer
+            .replica
+            .raft(route_of(parts))
+            .cloned()
+            .map(Self)
     }
 }

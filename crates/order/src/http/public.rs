@@ -3,7 +3,8 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use bazaar_api::replica::{OrderTrade, ReplicaStatus, TradeAck};
+use bazaar_api::log::Command;
+use bazaar_api::replica::{OrderTrade, ReplicaStatus, TradeReceipt};
 use bazaar_api::{Data, Order, TxnNumber};
 use bazaar_service::{Json, Path};
 
@@ -18,36 +19,65 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 async fn health_get(State(app): State<AppState>) -> Json<Data<ReplicaStatus>> {
-    Json(Data::new(app.replica.status()))
+    Json(Data::new(app.writer.status()))
 }
 
 async fn trade_create(
     State(app): State<AppState>,
     Json(trade): Json<OrderTrade>,
-) -> Result<Json<Data<TradeAck>>> {
-    bazaar_api::validate_stock_name(&trade.name).map_err(Error::BadRequest)?;
-    if trade.quantity == 0 || trade.quantity > bazaar_api::TRADE_QUANTITY_MAX {
-        return Err(Error::BadRequest(format!(
-            "quantity must be from 1 to {}",
-            bazaar_api::TRADE_QUANTITY_MAX
-        )));
+) -> Result<Json<Data<TradeReceipt>>> {
+    let command = Command::Trade(trade.command());
+    command.validate().map_err(Error::BadRequest)?;
+    Ok(Json(Data::new(app.writer.trade(command).await?)))
+}
+
+/// Order numbers are digits only, and at most what the store holds.
+pub(crate) fn parse_order_number(text: &str) -> Result<TxnNumber> {
+    let bad = || {
+        Error::BadRequest(format!(
+            "order number {text:?} is not a non-negative integer"
+        ))
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
     }
-    let number = app.trader.trade(trade).await?;
-    Ok(Json(Data::new(TradeAck {
-        transaction_number: number,
-    })))
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .map(TxnNumber)
+        .ok_or_else(|| Error::BadRequest(format!("order number {text} is out of range")))
 }
 
 async fn order_get(
     State(app): State<AppState>,
     Path(number): Path<String>,
 ) -> Result<Json<Data<Order>>> {
-    let number: u64 = number.parse().map_err(|_| {
-        Error::BadRequest(format!(
-            "order number {number:?} is not a non-negative integer"
-        ))
-    })?;
-    Ok(Json(Data::new(
-        app.replica.order_get(TxnNumber(number)).await?,
-    )))
+    let number = parse_order_number(&number)?;
+    Ok(Json(Data::new(app.writer.order(number).await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_numbers_are_digits_within_range() {
+        assert_eq!(parse_order_number("0").ok(), Some(TxnNumber(0)));
+        assert_eq!(
+            parse_order_number("9223372036854775807").ok(),
+            Some(TxnNumber(i64::MAX as u64))
+        );
+        for bad in [
+            "",
+            "+0",
+            "-1",
+            " 1",
+            "1.0",
+            "9223372036854775808",
+            "0x1",
+            "١",
+        ] {
+            assert!(parse_order_number(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

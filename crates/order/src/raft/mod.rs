@@ -1,46 +1,42 @@
-//! Raft replication of the order log (`--replication raft`, SPEC.md section 6): a majority of
-//! the replicas stores each order before it is acknowledged, so any single replica may crash at
-//! any moment without losing an acknowledged order, and 2 of 3 keep trading.
+//! Raft replication of the order log (`--replication raft`): a majority of the replicas stores
+//! each entry before it is committed, so any single replica may crash at any moment without
+//! losing an acknowledged trade, and 2 of 3 keep trading.
 //!
 //! ```text
 //!  front-end          leader (term t)                             followers
 //!  ---------          ---------------                             ---------
-//!  POST /trades ----> saga: leader_epoch() = t: leader, its first entry of term t applied,
-//!                           a majority heard from recently (else 503 at once)
-//!                     saga: catalog try (epoch t)
-//!                     commit: queue the order; the proposer puts every order
-//!                       queued meanwhile into one entry Orders[...]
+//!  POST /trades ----> leader_epoch() = t: leader, its first entry of term t applied,
+//!                           a majority heard from within the grace (else 503 at once)
+//!                     queue the command; the proposer puts every command queued
+//!                     meanwhile into one entry
 //!                       |-- append to own log (fsync) ----------.
 //!                       |-- POST /internal/raft/append ----------+--> append (fsync), reply
 //!                       |   committed once a majority holds it <-'
-//!                       '-- apply: number = next, or the first number of a request id
-//!                           already applied (identically on every replica)
-//!                     saga: catalog confirm (epoch t)
+//!                       '-- apply: the ledger decides (a number, a refusal, the first
+//!                           number of a request id applied before), identically everywhere
+//!                     release (crate::release): invalidations pushed, then released
 //!  <---- number ------
 //! ```
 //!
 //! Rules:
-//! - Transaction numbers are assigned when entries are applied, so they follow the log order
-//!   and are the same on every replica; a request id proposed twice keeps its first number.
-//! - A commit is *refused* (nothing proposed, the saga may cancel) only when this replica is not
-//!   a leader that can reach a majority; once proposed, any failure is *uncertain*: the entry
-//!   may still commit, and a retry with the same request id or the leader's reconciliation
-//!   settles the trade against the log.
-//! - The catalog's fencing epoch is the Raft term: a deposed leader's calls are refused once
-//!   its successor has spoken to the catalog.
-//! - Reconciliation cancels a reservation only after a barrier entry proposed on this leader
-//!   has been applied: every entry proposed here earlier has been applied by then, and an entry
-//!   of an earlier term that this leader lacks can never be committed.
+//! - Transaction numbers and refusals are decided when entries are applied, so they follow the
+//!   log order and are the same on every replica; a request id proposed twice keeps its first
+//!   number, and a refused buy takes none.
+//! - A write is *refused* (nothing proposed) only when this replica is not a leader that can
+//!   vouch for a majority; once proposed, any failure is *uncertain*: the entry may still
+//!   commit, and a retry with the same request id finds it.
+//! - The leader's lease authority is its last quorum acknowledgement, aged by the wall clock
+//!   since openraft reported it (openraft computes the age when it reports, so a replica that
+//!   was paused would otherwise read a stale, young age).
 //!
 //! # Layout
 //! - [`types`] — the Raft type configuration and the log's commands.
 //! - [`store`] — the SQLite file: log, vote, state machine, durability per write.
 //! - [`log_store`], [`state_machine`] — openraft's storage traits over it.
-//! - [`network`] — Raft messages over HTTP; [`http`] — their routes.
-//! - `proposer` — batches concurrent orders into entries; `lifecycle` — cluster formation,
-//!   the fatal-stop watcher, gauges.
+//! - [`network`] — Raft messages over HTTP (their routes are in `crate::http::raft`).
+//! - `proposer` — batches concurrent commands into entries; `lifecycle` — cluster formation,
+//!   the fatal-stop watcher, gauges, leadership changes for the release gate.
 
-pub mod http;
 mod lifecycle;
 pub mod log_store;
 pub mod network;
@@ -50,16 +46,19 @@ pub mod store;
 pub mod types;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bazaar_api::client::Http;
-use bazaar_api::replica::{OrderEntry, OrderTrade, ReplicaRole, ReplicaStatus, ReplicationMode};
-use bazaar_api::{Epoch, LeaderHint, Order, ReplicaId, RequestId, TxnNumber};
+use bazaar_api::log::{Command, Position};
+use bazaar_api::replica::{ReplicaRole, ReplicaStatus, ReplicationMode};
+use bazaar_api::{Epoch, LeaderHint, ReplicaId, TxnNumber};
+use bazaar_ledger::Outcome;
 use bazaar_service::Fatal;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -69,11 +68,11 @@ use self::log_store::LogStore;
 use self::network::Network;
 use self::proposer::{PROPOSAL_QUEUE_LEN, Proposal};
 use self::state_machine::StateMachine;
-use self::store::{Db, OrderRow};
-use self::types::{NodeId, OrderCommand, Raft, node_id, replica_id};
+use self::store::Db;
+use self::types::{NodeId, Raft, node_id, replica_id};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::replica::CommitFailure;
+use crate::release::{Release, Vouch};
 
 /// Bytes of snapshot data per install request.
 pub const SNAPSHOT_CHUNK_LEN: usize = 256 * 1024;
@@ -81,21 +80,21 @@ pub const SNAPSHOT_CHUNK_LEN: usize = 256 * 1024;
 /// How long one snapshot chunk may take to arrive and, for the last one, to be installed.
 pub const SNAPSHOT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a commit waits for its entry to be applied. It gives up sooner when this replica
+/// How long a write waits for its entry to be applied. It gives up sooner when this replica
 /// stops leading or loses its majority; either way the entry may still commit later.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How often a waiting commit checks that this replica still leads a majority.
+/// How often a waiting write checks that this replica still leads a majority.
 const COMMIT_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
-/// How long a linearizable read or a barrier may wait for a majority.
+/// How long a linearizable read may wait for a majority.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A leader that has heard from no majority for this long, or twice the longest election
-/// timeout if that is longer, refuses trades at once instead of proposing them. Healthy
-/// heartbeats are acknowledged every 1.5 heartbeat intervals (openraft's tick), so this leaves
-/// room for a slow round or two.
-const QUORUM_STALE_MIN: Duration = Duration::from_millis(250);
+/// The leader's lease authority may be at most this old, or twice the longest election timeout
+/// if that is longer: healthy heartbeats are acknowledged every 1.5 heartbeat intervals
+/// (openraft's tick), so this leaves room for a slow round or two. A leader past it refuses
+/// trades at once and stops renewing front-ends' leases.
+pub const QUORUM_GRACE_MIN: Duration = Duration::from_millis(250);
 
 /// Raft timing and log compaction, from the flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,15 +151,20 @@ pub struct RaftReplica {
 struct Inner {
     id: ReplicaId,
     raft: Raft,
-    /// Orders for the proposer.
+    /// Commands for the proposer.
     proposals: mpsc::Sender<Proposal>,
     /// openraft's view of the node, refreshed by its core on every event.
     metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    /// When openraft last reported a quorum acknowledgement's age, and that age: the age now is
+    /// that plus the time since (kept by the lifecycle watcher).
+    quorum_ack: Mutex<Option<(Instant, Duration)>>,
     db: Db,
     /// Every replica's URL, this one included (`--peers`).
     urls: BTreeMap<ReplicaId, String>,
-    /// Milliseconds without a majority's acknowledgement after which the leader refuses trades.
-    quorum_stale_ms: u64,
+    /// How old the last majority acknowledgement may be before this leader stops vouching.
+    grace: Duration,
+    /// The catalog a new cluster's first leader writes into the log (`--stocks`).
+    genesis: Vec<bazaar_api::log::StockDef>,
 }
 
 impl std::fmt::Debug for RaftReplica {
@@ -178,31 +182,49 @@ struct View {
     term: u64,
     leader: Option<NodeId>,
     applied_term: Option<u64>,
-    quorum_ack_ms: Option<u64>,
 }
 
 impl RaftReplica {
+    /// Opens the database in raft mode: the applied entries it releases go to the returned
+    /// receiver (the leader's release gate drains it).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] naming the file; [`Error::Config`] for a primary-backup file.
+    pub fn open(
+        path: &std::path::Path,
+        fatal: &Fatal,
+    ) -> Result<(
+        Db,
+        mpsc::UnboundedReceiver<bazaar_api::log::AppliedEntry>,
+        std::thread::JoinHandle<()>,
+    )> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (db, writer) = Db::open(path, fatal.clone(), sender)?;
+        Ok((db, receiver, writer))
+    }
+
     /// Starts the Raft node over `db` and its background tasks (in `tasks`, until `stop`): the
-    /// watcher that stops the service on a Raft fatal error, and on a database that was never
-    /// part of a cluster, the bootstrap that forms one.
+    /// watcher that stops the service on a Raft fatal error and tells `release` when this
+    /// replica starts and stops leading, the proposer, and on a database that was never part of
+    /// a cluster, the bootstrap that forms one.
     ///
     /// # Errors
     /// [`Error::Config`] for timing openraft refuses; [`Error::Storage`] when the node cannot
     /// read its state.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: &Config,
         http: &Http,
         db: Db,
+        applied: mpsc::UnboundedReceiver<bazaar_api::log::AppliedEntry>,
+        release: Release,
         tasks: &TaskTracker,
         stop: &CancellationToken,
         fatal: &Fatal,
         metrics: &bazaar_service::Metrics,
     ) -> Result<Self> {
-        let (id, urls, settings) = (
-            config.id,
-            config.peers.0.clone(),
-            RaftSettings::from(config),
-        );
+        let (id, urls, settings) = (config.id, config.urls(), RaftSettings::from(config));
+        let genesis = bazaar_ledger::seed::load(config.stocks.as_deref()).map_err(Error::Config)?;
         let gauges = RaftGauges::default();
         gauges.register(metrics);
         let network = Network::new(
@@ -221,20 +243,22 @@ impl RaftReplica {
         )
         .await
         .map_err(|e| Error::Storage(format!("cannot start the raft node: {e}")))?;
-        let quorum_stale = settings
+        let grace = settings
             .election_max
             .saturating_mul(2)
-            .max(QUORUM_STALE_MIN);
+            .max(QUORUM_GRACE_MIN);
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE_LEN);
         let replica = Self {
             inner: Arc::new(Inner {
                 id,
                 proposals,
                 metrics: raft.metrics(),
+                quorum_ack: Mutex::new(None),
                 raft,
                 db,
                 urls,
-                quorum_stale_ms: u64::try_from(quorum_stale.as_millis()).unwrap_or(u64::MAX),
+                grace,
+                genesis,
             }),
         };
         let initialized = replica
@@ -252,6 +276,14 @@ impl RaftReplica {
         let (this, fatal, watch_stop) = (replica.clone(), fatal.clone(), stop.clone());
         tasks
             .spawn(async move { this.watch(&fatal, &watch_stop, &gauges).await }.in_current_span());
+        let (this, lead_release, lead_stop) = (replica.clone(), release.clone(), stop.clone());
+        tasks.spawn(
+            async move {
+                this.follow_leadership(lead_release, applied, &lead_stop)
+                    .await
+            }
+            .in_current_span(),
+        );
         let (this, proposal_tasks, stop) = (replica.clone(), tasks.clone(), stop.clone());
         tasks.spawn(
             async move { this.propose(queue, &proposal_tasks, &stop).await }.in_current_span(),
@@ -278,6 +310,12 @@ impl RaftReplica {
         &self.inner.raft
     }
 
+    /// The newest term this replica knows.
+    #[must_use]
+    pub fn term(&self) -> u64 {
+        self.inner.metrics.borrow().current_term
+    }
+
     fn view(&self) -> View {
         let m = self.inner.metrics.borrow();
         View {
@@ -290,7 +328,6 @@ impl RaftReplica {
             term: m.current_term,
             leader: m.current_leader,
             applied_term: m.last_applied.map(|l| l.leader_id.term),
-            quorum_ack_ms: m.millis_since_quorum_ack,
         }
     }
 
@@ -306,6 +343,7 @@ impl RaftReplica {
     #[must_use]
     pub fn status(&self) -> ReplicaStatus {
         let view = self.view();
+        let book = self.inner.db.with_state(|s| s.book.clone());
         ReplicaStatus {
             id: self.inner.id,
             mode: ReplicationMode::Raft,
@@ -319,11 +357,13 @@ impl RaftReplica {
             ready: view.running.is_ok(),
             leader: view.leader.and_then(replica_id),
             epoch: Epoch(view.term),
-            last: self.inner.db.with_state(|s| s.last_order),
+            position: book.position,
+            last_number: book.next_number.0.checked_sub(1).map(TxnNumber),
+            visible: None,
         }
     }
 
-    /// The error a non-leader answers trades and queries with, naming the leader it knows.
+    /// The error a non-leader answers writes and queries with, naming the leader it knows.
     #[must_use]
     pub fn not_leader(&self) -> Error {
         let leader = self.view().leader.filter(|l| *l != node_id(self.inner.id));
@@ -333,10 +373,20 @@ impl RaftReplica {
         }
     }
 
-    /// The term this replica leads, which fences its catalog calls: only once its first entry
-    /// of that term is applied (so every earlier entry is settled and in the order table) and
-    /// while a majority has answered it recently (so a lone leader refuses at once instead of
-    /// proposing orders that cannot commit).
+    /// How old this leader's last majority acknowledgement is now.
+    fn quorum_age(&self) -> Option<Duration> {
+        let (reported_at, age) = (*self
+            .inner
+            .quorum_ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        Some(age + reported_at.elapsed())
+    }
+
+    /// The term this replica leads: only once its first entry of that term is applied (so
+    /// every earlier entry is settled) and while a majority acknowledged it within the grace
+    /// (so a leader cut off from the majority refuses at once instead of proposing entries that
+    /// cannot commit).
     ///
     /// # Errors
     /// [`Error::NotLeader`] with a hint on a follower or candidate; [`Error::NotReady`] for a
@@ -355,36 +405,37 @@ impl RaftReplica {
                 self.inner.id, view.term
             )));
         }
-        match view.quorum_ack_ms {
-            Some(ms) if ms <= self.inner.quorum_stale_ms => Ok(Epoch(view.term)),
-            ms => Err(Error::NotReady(format!(
+        match self.quorum_age() {
+            Some(age) if age <= self.inner.grace => Ok(Epoch(view.term)),
+            age => Err(Error::NoQuorum(format!(
                 "replica {} cannot reach a majority of the {} order replicas (it last heard \
                  from a majority {}); a trade needs {} of them",
                 self.inner.id,
                 self.inner.urls.len(),
-                ms.map_or_else(|| "never".to_owned(), |ms| format!("{ms} ms ago")),
+                age.map_or_else(
+                    || "never".to_owned(),
+                    |a| format!("{} ms ago", a.as_millis())
+                ),
                 self.inner.urls.len() / 2 + 1
             ))),
         }
     }
 
-    /// Proposes `trade`'s order and waits until it is applied; returns its number.
+    /// Proposes `command` and waits until it is applied; returns its outcome and the position
+    /// of the entry that carries it.
     ///
     /// # Errors
-    /// [`CommitFailure`]: refused when this replica cannot lead (nothing was proposed);
-    /// uncertain after proposing, when leadership or the majority was lost, the entry was
-    /// dropped, or [`COMMIT_TIMEOUT`] passed: it may still commit.
-    pub async fn commit(&self, trade: OrderTrade) -> Result<TxnNumber, CommitFailure> {
-        self.leader_epoch().map_err(CommitFailure::refused)?;
+    /// [`Error::NotLeader`], [`Error::NotReady`] when nothing was proposed;
+    /// [`Error::Uncertain`] after proposing, when leadership or the majority was lost, or
+    /// [`COMMIT_TIMEOUT`] passed: it may still commit.
+    pub async fn write(&self, command: Command) -> Result<(Outcome, Position)> {
+        self.leader_epoch()?;
         let (reply, answer) = oneshot::channel();
         self.inner
             .proposals
-            .send(Proposal::Order {
-                order: OrderCommand::from(&trade),
-                reply,
-            })
+            .send(Proposal { command, reply })
             .await
-            .map_err(|_| CommitFailure::refused(Error::ShuttingDown))?;
+            .map_err(|_| Error::ShuttingDown)?;
         tokio::pin!(answer);
         let give_up = tokio::time::sleep(COMMIT_TIMEOUT);
         tokio::pin!(give_up);
@@ -393,19 +444,17 @@ impl RaftReplica {
         loop {
             tokio::select! {
                 answered = &mut answer => {
-                    return answered
-                        .unwrap_or_else(|_| Err(CommitFailure::uncertain(Error::ShuttingDown)));
+                    return answered.unwrap_or(Err(Error::ShuttingDown));
                 }
                 () = &mut give_up => {
-                    return Err(CommitFailure::uncertain(Error::NotReady(format!(
-                        "order {} was not committed within {COMMIT_TIMEOUT:?}; it may still \
-                         commit: retry with the same request id",
-                        trade.request_id
-                    ))));
+                    return Err(Error::Uncertain(format!(
+                        "not committed within {COMMIT_TIMEOUT:?}; it may still commit: retry \
+                         with the same request id"
+                    )));
                 }
                 _ = checks.tick() => {
                     if let Err(e) = self.leader_epoch() {
-                        return Err(CommitFailure::uncertain(e));
+                        return Err(Error::Uncertain(format!("leadership lost after proposing: {e}")));
                     }
                 }
             }
@@ -432,7 +481,7 @@ impl RaftReplica {
                 leader: self.hint(f.leader_id),
             },
             RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)) => {
-                Error::NotReady(format!("no majority confirmed this leader: {e}"))
+                Error::NoQuorum(format!("no majority confirmed this leader: {e}"))
             }
             RaftError::Fatal(_) => Error::ShuttingDown,
         }
@@ -443,7 +492,7 @@ impl RaftReplica {
     ///
     /// # Errors
     /// [`Error::NotLeader`], [`Error::NotReady`] without a majority, [`Error::UnknownOrder`].
-    pub async fn order_get(&self, number: TxnNumber) -> Result<Order> {
+    pub async fn order(&self, number: TxnNumber) -> Result<Option<crate::orders::OrderRow>> {
         self.leader_epoch()?;
         tokio::time::timeout(READ_TIMEOUT, self.inner.raft.ensure_linearizable())
             .await
@@ -454,67 +503,89 @@ impl RaftReplica {
                 ))
             })?
             .map_err(|e| self.read_error(e))?;
-        self.inner
-            .db
-            .order(number)
-            .await?
-            .map(|row| row.to_order())
-            .ok_or(Error::UnknownOrder(number))
+        self.inner.db.order(number).await
     }
 
-    /// The number of the committed order holding `request_id`. A barrier entry, queued behind
-    /// every order waiting to be proposed here, is committed and applied first, so the answer
-    /// covers every order proposed on this leader before the call (an uncertain commit's
-    /// included; one whose saga stopped waiting is never proposed): "not found" then means it
-    /// never will be committed, which is what reconciliation needs before it cancels.
-    ///
-    /// # Errors
-    /// [`Error::NotLeader`], [`Error::NotReady`] when the barrier cannot commit; storage errors.
-    pub async fn find_request(&self, request_id: RequestId) -> Result<Option<TxnNumber>> {
-        self.leader_epoch()?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .proposals
-            .send(Proposal::Barrier { reply })
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        tokio::time::timeout(READ_TIMEOUT, answer)
-            .await
-            .map_err(|_| {
-                Error::NotReady(format!(
-                    "replica {} could not commit a barrier within {READ_TIMEOUT:?}",
-                    self.inner.id
-                ))
-            })?
-            .map_err(|_| Error::ShuttingDown)??;
-        Ok(self
-            .inner
-            .db
-            .order_by_request(request_id)
-            .await?
-            .map(|row| TxnNumber(row.number)))
+    /// Follows this replica's leadership for the release gate: when it leads a term (its first
+    /// entry of the term applied), the gate starts from the stock table as applied; when it
+    /// stops, the gate resigns. Applied entries go to the gate as they come (it ignores them
+    /// while not leading). A new leader of an empty log also proposes the genesis.
+    async fn follow_leadership(
+        &self,
+        release: Release,
+        mut applied: mpsc::UnboundedReceiver<bazaar_api::log::AppliedEntry>,
+        stop: &CancellationToken,
+    ) {
+        let mut metrics = self.inner.metrics.clone();
+        let mut leading: Option<u64> = None;
+        loop {
+            let view = self.view();
+            {
+                let m = metrics.borrow_and_update();
+                let mut ack = self
+                    .inner
+                    .quorum_ack
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *ack = m
+                    .millis_since_quorum_ack
+                    .map(|ms| (Instant::now(), Duration::from_millis(ms)));
+            }
+            let leads_now = (view.state == ServerState::Leader
+                && view.applied_term == Some(view.term))
+            .then_some(view.term);
+            if leads_now != leading {
+                if leading.is_some() {
+                    release.resign();
+                }
+                if let Some(term) = leads_now {
+                    // Everything applied is committed and below every later entry.
+                    let base = self.inner.db.with_state(|s| s.book.clone());
+                    release.lead(Epoch(term), base);
+                    let listed = self.inner.db.with_state(|s| !s.book.stocks.is_empty());
+                    if !listed {
+                        self.propose_genesis();
+                    }
+                }
+                leading = leads_now;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
+                entry = applied.recv() => match entry {
+                    Some(entry) => {
+                        let position = entry.index.position();
+                        release.sequenced(vec![entry]);
+                        release.committed(position);
+                    }
+                    None => return,
+                },
+            }
+        }
     }
 
-    /// Up to `limit` (at most [`crate::log_store::PAGE_LEN_MAX`]) applied orders from `from`
-    /// on (`GET /internal/orders`), served in every role.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub async fn page(&self, from: TxnNumber, limit: u32) -> Result<Vec<OrderEntry>> {
-        let limit = limit.min(crate::log_store::PAGE_LEN_MAX);
-        let rows = self.inner.db.orders_page(from, limit).await?;
-        Ok(rows.into_iter().map(entry_of).collect())
+    fn propose_genesis(&self) {
+        let this = self.clone();
+        tokio::spawn(
+            async move {
+                let stocks = this.inner.genesis.clone();
+                match this.write(Command::Genesis { stocks }).await {
+                    Ok((outcome, position)) => {
+                        tracing::info!(?outcome, %position, "wrote the catalog into the log");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not write the catalog into the log yet")
+                    }
+                }
+            }
+            .in_current_span(),
+        );
     }
 }
 
-fn entry_of(row: OrderRow) -> OrderEntry {
-    OrderEntry {
-        number: TxnNumber(row.number),
-        request_id: row.request_id,
-        name: row.name,
-        kind: row.kind,
-        quantity: row.quantity,
-        epoch: Epoch(row.epoch),
+impl Vouch for RaftReplica {
+    fn vouches(&self, grace: Duration) -> bool {
+        self.leader_epoch().is_ok() && self.quorum_age().is_some_and(|age| age <= grace)
     }
 }
 

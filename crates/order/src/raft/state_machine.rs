@@ -1,5 +1,6 @@
-//! openraft's state machine over [`Db`]: applying numbers orders (de-duplicated by request id),
-//! and snapshots carry the orders table.
+//! openraft's state machine over [`Db`]: applying runs the ledger's apply step (numbering
+//! trades, refusing buys larger than what is available, exactly once per request id), and
+//! snapshots carry the orders and the stocks.
 
 use std::io::Cursor;
 
@@ -9,11 +10,13 @@ use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 use super::log_store::storage_error;
-use super::store::{Db, OrderRow, SnapshotRecord};
+use super::store::{Db, SnapshotRecord};
 use super::types::{
     Applied, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::error::Error;
+use crate::orders::OrderRow;
+use bazaar_ledger::StockRecord;
 
 /// Snapshot counters exported at `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -24,16 +27,18 @@ pub struct SnapshotCounters {
     pub installed: Counter,
 }
 
-/// A snapshot's data: every order it covers, in number order.
+/// A snapshot's data: every order it covers, in number order, and the stocks.
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotData {
     orders: Vec<OrderRow>,
+    stocks: Vec<StockRecord>,
 }
 
-fn encode(orders: Vec<OrderRow>) -> Cursor<Vec<u8>> {
+fn encode(orders: Vec<OrderRow>, stocks: Vec<StockRecord>) -> Cursor<Vec<u8>> {
     // Plain structs of strings and integers always serialize.
     Cursor::new(
-        serde_json::to_vec(&SnapshotData { orders }).expect("snapshot rows serialize to JSON"),
+        serde_json::to_vec(&SnapshotData { orders, stocks })
+            .expect("snapshot rows serialize to JSON"),
     )
 }
 
@@ -59,18 +64,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let read_error =
             |e: Error| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e);
-        let (applied, membership, orders) = self.db.cut().await.map_err(read_error)?;
+        let (applied, membership, orders, stocks) = self.db.cut().await.map_err(read_error)?;
         let count = orders.len() as u64;
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
             snapshot_id: snapshot_id(applied, count),
         };
-        let data = encode(orders);
+        let data = encode(orders, stocks.clone());
         self.db
             .save_snapshot(SnapshotRecord {
                 meta: meta.clone(),
                 orders: count,
+                stocks,
             })
             .await
             .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
@@ -139,6 +145,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 SnapshotRecord {
                     meta: meta.clone(),
                     orders: count,
+                    stocks: data.stocks,
                 },
                 data.orders,
             )
@@ -181,7 +188,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         Ok(Some(Snapshot {
             meta: record.meta,
-            snapshot: Box::new(encode(orders)),
+            snapshot: Box::new(encode(orders, record.stocks)),
         }))
     }
 }

@@ -1,6 +1,7 @@
-//! The replica's SQLite file in raft mode: the Raft log, the vote and the state machine, which
-//! is the same `orders` table the primary-backup log uses (so `bazaar verify` and the test
-//! checkers read raft databases unchanged).
+//! The replica's SQLite file in raft mode: the Raft log, the vote, and the state machine: the
+//! ledger (`bazaar_ledger::Book`, applied in memory by the writer thread and checkpointed in the
+//! `stocks` table) and the `orders` it numbers (the table the primary-backup log uses too, so
+//! `bazaar verify` reads either kind of file).
 //!
 //! One writer thread owns the write connection and group-commits whatever is queued (log
 //! appends, applies, votes) in one database transaction before replying. Its durability is
@@ -24,20 +25,26 @@
 //! transaction: it sees the applied log id, the membership and the rows that one commit left,
 //! a consistent cut by construction, while the writer goes on.
 //!
-//! Snapshots are not copied: orders are append-only and numbered densely, so the snapshot taken
-//! at applied log id L is exactly the orders numbered below the count at L. The file records
-//! the snapshot's meta and that count, and the data is read from `orders` when needed. Only
-//! installing a snapshot replaces rows.
+//! Snapshots copy only the stocks: orders are append-only and numbered densely, so the snapshot
+//! taken at applied log id L holds exactly the orders numbered below the count at L. The file
+//! records the snapshot's meta, that count and the stocks at L, and the orders are read from
+//! `orders` when needed. Only installing a snapshot replaces rows.
 //!
-//! Invariants, asserted: applied log ids only grow; order numbers are dense from 0 (on every
-//! apply, on every install and on every open); appends continue the log.
+//! Every applied entry, with what it changed, goes to the release gate after its commit
+//! (`crate::release`), which on the leader pushes invalidations and feeds the catalogs.
+//!
+//! Invariants, asserted: applied log ids only grow, and the ledger's position follows them;
+//! order numbers are dense from 0 (on every apply, on every install and on every open); appends
+//! continue the log.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bazaar_api::replica::{LogTip, ReplicationMode};
-use bazaar_api::{Epoch, Order, RequestId, TradeType, TxnNumber};
+use bazaar_api::log::{AppliedEntry, BookSnapshot, LogIndex, Position};
+use bazaar_api::replica::ReplicationMode;
+use bazaar_api::{Epoch, TxnNumber};
+use bazaar_ledger::{Book, Outcome, StockRecord};
 use bazaar_service::writer::{self, Deferred, defer};
 use bazaar_service::{Fatal, db, now_ms};
 use openraft::EntryPayload;
@@ -46,8 +53,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::types::{Applied, Command, Entry, LogId, SnapshotMeta, StoredMembership, Vote};
+use super::types::{Applied, Entry, LogId, SnapshotMeta, StoredMembership, Vote};
 use crate::error::{Error, Result};
+use crate::file::RawEntry;
+use crate::orders::{self, OrderRow};
 
 /// Requests queued for the writer at most.
 const COMMAND_QUEUE_LEN: usize = 256;
@@ -80,46 +89,15 @@ mod key {
     pub const SNAPSHOT: &str = "snapshot";
 }
 
-/// The last snapshot built or installed: its meta and how many orders it holds.
+/// The last snapshot built or installed: its meta, how many orders it holds, and the stocks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     /// What it covers.
     pub meta: SnapshotMeta,
-    /// Orders numbered below this are the snapshot's data.
+    /// Orders numbered below this are the snapshot's orders.
     pub orders: u64,
-}
-
-/// One row of `orders`, as snapshots carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderRow {
-    /// Transaction number.
-    pub number: u64,
-    /// The trade's request id.
-    pub request_id: RequestId,
-    /// Stock.
-    pub name: String,
-    /// Buy or sell.
-    #[serde(rename = "type")]
-    pub kind: TradeType,
-    /// Shares.
-    pub quantity: u64,
-    /// Term of the entry that created it.
-    pub epoch: u64,
-    /// When the first replica applied it.
-    pub created_ms: u64,
-}
-
-impl OrderRow {
-    /// As the public API shows it.
-    #[must_use]
-    pub fn to_order(&self) -> Order {
-        Order {
-            number: TxnNumber(self.number),
-            name: self.name.clone(),
-            kind: self.kind,
-            quantity: self.quantity,
-        }
-    }
+    /// The ledger's stocks at the snapshot.
+    pub stocks: Vec<StockRecord>,
 }
 
 /// What the writer publishes after each commit, for readers that must not wait for it.
@@ -135,10 +113,8 @@ pub struct State {
     pub membership: StoredMembership,
     /// Last snapshot built or installed.
     pub snapshot: Option<SnapshotRecord>,
-    /// Orders in the state machine: the next order's number.
-    pub orders: u64,
-    /// The last order, for `/health`.
-    pub last_order: Option<LogTip>,
+    /// The ledger's stocks at `applied`, for a leader's first release.
+    pub book: BookSnapshot,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -192,16 +168,20 @@ impl Db {
     ///
     /// # Errors
     /// [`Error::Storage`] naming the file; [`Error::Config`] if the primary-backup mode made it.
-    pub fn open(path: &Path, fatal: Fatal) -> Result<(Self, std::thread::JoinHandle<()>)> {
+    pub fn open(
+        path: &Path,
+        fatal: Fatal,
+        released: mpsc::UnboundedSender<AppliedEntry>,
+    ) -> Result<(Self, std::thread::JoinHandle<()>)> {
         let mut conn = db::open_writer(path).map_err(Error::Storage)?;
-        crate::log_store::init_schema(&mut conn, path, ReplicationMode::Raft)?;
+        crate::file::init(&mut conn, path, ReplicationMode::Raft)?;
         let storage = |e: rusqlite::Error| Error::Storage(db::describe(path, &e));
         conn.execute_batch(SCHEMA).map_err(storage)?;
-        let state = load_state(&conn).map_err(storage)?;
+        let (state, book) = load_state(&conn, path)?;
         tracing::info!(
             last_log = ?state.last_log.map(|l| l.index),
             applied = ?state.applied.map(|l| l.index),
-            orders = state.orders,
+            orders = book.next_number().0,
             "raft database opened"
         );
         let state = Arc::new(Mutex::new(state));
@@ -213,6 +193,8 @@ impl Db {
             committed: Arc::clone(&committed),
             path: path.to_owned(),
             synchronous_full: true,
+            book,
+            released,
         };
         let thread = writer::spawn(
             "raft-db-writer",
@@ -444,82 +426,39 @@ impl Db {
     /// # Errors
     /// [`Error::Storage`].
     pub async fn order(&self, number: TxnNumber) -> Result<Option<OrderRow>> {
-        let number = clamp(number.0);
-        self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE number = ?1"
-            ))?
-            .query_row([number], order_from_row)
-            .optional()
-        })
-        .await
+        self.read(move |conn| orders::by_number(conn, number)).await
     }
 
-    /// The order holding `request_id`.
-    ///
-    /// # Errors
-    /// [`Error::Storage`].
-    pub async fn order_by_request(&self, request_id: RequestId) -> Result<Option<OrderRow>> {
-        self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE request_id = ?1"
-            ))?
-            .query_row([request_id.to_string()], order_from_row)
-            .optional()
-        })
-        .await
-    }
-
-    /// Up to `limit` orders from number `from` on.
-    ///
-    /// # Errors
-    /// [`Error::Storage`].
-    pub async fn orders_page(&self, from: TxnNumber, limit: u32) -> Result<Vec<OrderRow>> {
-        let from = clamp(from.0);
-        self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE number >= ?1 ORDER BY number LIMIT ?2"
-            ))?
-            .query_map(params![from, limit], order_from_row)?
-            .collect()
-        })
-        .await
-    }
-
-    /// Orders numbered below `count`: the data of a snapshot that holds `count` orders.
+    /// Orders numbered below `count`: the orders of a snapshot that holds `count` orders.
     ///
     /// # Errors
     /// [`Error::Storage`].
     pub async fn orders_below(&self, count: u64) -> Result<Vec<OrderRow>> {
-        let count = clamp(count);
-        self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE number < ?1 ORDER BY number"
-            ))?
-            .query_map([count], order_from_row)?
-            .collect()
-        })
-        .await
+        self.read(move |conn| orders::below(conn, TxnNumber(count)))
+            .await
     }
 
-    /// A consistent cut of the state machine: applied log id, membership and every order, as
-    /// one commit left them.
+    /// A consistent cut of the state machine: applied log id, membership, every order and the
+    /// stocks, as one commit left them.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub async fn cut(&self) -> Result<(Option<LogId>, StoredMembership, Vec<OrderRow>)> {
+    pub async fn cut(
+        &self,
+    ) -> Result<(
+        Option<LogId>,
+        StoredMembership,
+        Vec<OrderRow>,
+        Vec<StockRecord>,
+    )> {
         self.read(|conn| {
             let db_tx = conn.transaction()?;
             let applied = read_meta::<Option<LogId>>(&db_tx, key::APPLIED)?.flatten();
             let membership = read_meta(&db_tx, key::MEMBERSHIP)?.unwrap_or_default();
-            let rows = db_tx
-                .prepare(&format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders ORDER BY number"
-                ))?
-                .query_map([], order_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = orders::page_all(&db_tx)?;
+            let stocks = orders::read_stocks(&db_tx)?;
             db_tx.commit()?;
-            Ok((applied, membership, rows))
+            Ok((applied, membership, rows, stocks))
         })
         .await
     }
@@ -575,25 +514,6 @@ fn write_meta<T: Serialize>(db_tx: &Transaction<'_>, key: &str, value: &T) -> ru
     Ok(())
 }
 
-const ORDER_COLUMNS: &str = "number, request_id, name, type, quantity, epoch, created_ms";
-
-fn order_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
-    let text_err = |i: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-    };
-    let id: String = r.get(1)?;
-    let kind: String = r.get(3)?;
-    Ok(OrderRow {
-        number: r.get(0)?,
-        request_id: id.parse().map_err(|e| text_err(1, e))?,
-        name: r.get(2)?,
-        kind: kind.parse().map_err(|e| text_err(3, e))?,
-        quantity: r.get(4)?,
-        epoch: r.get(5)?,
-        created_ms: r.get(6)?,
-    })
-}
-
 fn last_log_in_table(conn: &Connection) -> rusqlite::Result<Option<LogId>> {
     conn.prepare_cached("SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1")?
         .query_row([], |r| r.get::<_, String>(0))
@@ -602,36 +522,63 @@ fn last_log_in_table(conn: &Connection) -> rusqlite::Result<Option<LogId>> {
         .transpose()
 }
 
-fn last_order(conn: &Connection) -> rusqlite::Result<Option<LogTip>> {
-    conn.prepare_cached("SELECT number, epoch FROM orders ORDER BY number DESC LIMIT 1")?
-        .query_row([], |r| {
-            Ok(LogTip {
-                number: TxnNumber(r.get(0)?),
-                epoch: Epoch(r.get(1)?),
-            })
-        })
-        .optional()
+fn load_state(conn: &Connection, path: &Path) -> Result<(State, Book)> {
+    let storage = |e: rusqlite::Error| Error::Storage(db::describe(path, &e));
+    // Recovery's double check of the apply-time invariant.
+    orders::check_dense(conn).map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+    let applied = read_meta::<Option<LogId>>(conn, key::APPLIED)
+        .map_err(storage)?
+        .flatten();
+    let position = applied.map_or(Position(0), |l| LogIndex(l.index).position());
+    let book = Book::restore(
+        position,
+        orders::read_stocks(conn).map_err(storage)?,
+        orders::requests(conn).map_err(storage)?,
+    )
+    .map_err(|e| {
+        Error::Storage(format!(
+            "{}: the state machine does not hold: {e}",
+            path.display()
+        ))
+    })?;
+    let state = State {
+        last_purged: read_meta::<Option<LogId>>(conn, key::LAST_PURGED)
+            .map_err(storage)?
+            .flatten(),
+        last_log: last_log_in_table(conn).map_err(storage)?,
+        applied,
+        membership: read_meta(conn, key::MEMBERSHIP)
+            .map_err(storage)?
+            .unwrap_or_default(),
+        snapshot: read_meta(conn, key::SNAPSHOT).map_err(storage)?,
+        book: book.snapshot(),
+    };
+    Ok((state, book))
 }
 
-fn load_state(conn: &Connection) -> rusqlite::Result<State> {
-    let (count, max): (u64, Option<u64>) =
-        conn.query_row("SELECT COUNT(*), MAX(number) FROM orders", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    // Recovery's double check of the apply-time invariant.
-    assert!(
-        max.map_or(count == 0, |m| m + 1 == count),
-        "raft state machine has gaps: {count} orders, highest number {max:?}"
-    );
-    Ok(State {
-        last_purged: read_meta::<Option<LogId>>(conn, key::LAST_PURGED)?.flatten(),
-        last_log: last_log_in_table(conn)?,
-        applied: read_meta::<Option<LogId>>(conn, key::APPLIED)?.flatten(),
-        membership: read_meta(conn, key::MEMBERSHIP)?.unwrap_or_default(),
-        snapshot: read_meta(conn, key::SNAPSHOT)?,
-        orders: count,
-        last_order: last_order(conn)?,
-    })
+/// The Raft log still in a database (after its last compaction) and the index of the last
+/// entry applied, read without the service running.
+///
+/// # Errors
+/// SQLite errors.
+pub fn read_offline(conn: &Connection) -> rusqlite::Result<(Vec<RawEntry>, Option<u64>)> {
+    let applied = read_meta::<Option<LogId>>(conn, key::APPLIED)?.flatten();
+    let entries = conn
+        .prepare("SELECT entry FROM raft_log ORDER BY idx")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .map(|text| {
+            let entry: Entry = from_json(&text?)?;
+            Ok(RawEntry {
+                index: LogIndex(entry.log_id.index),
+                epoch: Epoch(entry.log_id.leader_id.term),
+                commands: match entry.payload {
+                    EntryPayload::Normal(command) => command.0,
+                    EntryPayload::Blank | EntryPayload::Membership(_) => Vec::new(),
+                },
+            })
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((entries, applied.map(|l| l.index)))
 }
 
 struct Writer {
@@ -641,6 +588,10 @@ struct Writer {
     path: PathBuf,
     /// The connection's current `synchronous` setting, switched per batch.
     synchronous_full: bool,
+    /// The ledger at the last applied entry.
+    book: Book,
+    /// Where applied entries go once committed.
+    released: mpsc::UnboundedSender<AppliedEntry>,
 }
 
 impl Writer {
@@ -670,6 +621,10 @@ impl Writer {
             write_meta(&db_tx, key::COMMITTED, &committed)?;
         }
         let now = now_ms();
+        // The book changes before the commit; a failed commit stops the process, and the next
+        // start rebuilds the book from what the file holds.
+        let book = &mut self.book;
+        let mut released = Vec::new();
         for request in batch {
             replies.push(match request {
                 Request::Append(rows, reply) => {
@@ -695,11 +650,11 @@ impl Writer {
                     defer(reply, Ok(()))
                 }
                 Request::Apply(entries, reply) => {
-                    let applied = apply(&db_tx, &mut state, &entries, now)?;
+                    let applied = apply(&db_tx, &mut state, book, &entries, now, &mut released)?;
                     defer(reply, Ok(applied))
                 }
                 Request::Install(record, rows, reply) => {
-                    install(&db_tx, &mut state, record, &rows)?;
+                    install(&db_tx, &mut state, book, record, &rows)?;
                     defer(reply, Ok(()))
                 }
                 Request::SaveSnapshot(record, reply) => {
@@ -718,10 +673,15 @@ impl Writer {
             });
         }
         db_tx.commit()?;
+        state.book = self.book.snapshot();
         *self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+        for entry in released {
+            // Nobody listening means the service is stopping.
+            let _ = self.released.send(entry);
+        }
         for reply in replies {
             reply();
         }
@@ -759,11 +719,14 @@ fn append(
 fn apply(
     db_tx: &Transaction<'_>,
     state: &mut State,
+    book: &mut Book,
     entries: &[Entry],
     now: u64,
+    released: &mut Vec<AppliedEntry>,
 ) -> rusqlite::Result<Vec<Applied>> {
     let mut answers = Vec::with_capacity(entries.len());
     let mut membership_changed = false;
+    let mut changed: Vec<String> = Vec::new();
     for entry in entries {
         assert!(
             state.applied.is_none_or(|a| a.index < entry.log_id.index),
@@ -771,21 +734,53 @@ fn apply(
             entry.log_id,
             state.applied
         );
-        let numbers = match &entry.payload {
-            EntryPayload::Blank | EntryPayload::Normal(Command::Barrier) => Vec::new(),
-            EntryPayload::Normal(Command::Orders(orders)) => orders
-                .iter()
-                .map(|order| apply_order(db_tx, state, order, entry.log_id.leader_id.term, now))
-                .collect::<rusqlite::Result<_>>()?,
+        let commands: &[bazaar_api::log::Command] = match &entry.payload {
+            EntryPayload::Normal(command) => &command.0,
+            EntryPayload::Blank => &[],
             EntryPayload::Membership(membership) => {
                 state.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                 membership_changed = true;
-                Vec::new()
+                &[]
             }
         };
+        // Every replica applies the same entries in the same order to the same book, so every
+        // replica reaches the same outcomes and numbers.
+        let index = LogIndex(entry.log_id.index);
+        let (outcomes, effects) = book.apply_at(index, commands);
+        for (command, outcome) in commands.iter().zip(&outcomes) {
+            if let (Outcome::Traded(number), Some(trade)) = (outcome, command.trade()) {
+                orders::insert(
+                    db_tx,
+                    &OrderRow {
+                        number: *number,
+                        request_id: trade.request_id,
+                        name: trade.name.clone(),
+                        kind: trade.kind,
+                        quantity: trade.quantity,
+                        log_index: index,
+                        epoch: Epoch(entry.log_id.leader_id.term),
+                        created_ms: now,
+                    },
+                )?;
+            }
+        }
+        changed.extend(
+            effects
+                .effects
+                .iter()
+                .flat_map(|e| e.stocks().map(str::to_owned).collect::<Vec<_>>()),
+        );
+        released.push(effects);
         state.applied = Some(entry.log_id);
-        answers.push(Applied { numbers });
+        answers.push(Applied { outcomes });
     }
+    changed.sort_unstable();
+    changed.dedup();
+    orders::write_stocks(
+        db_tx,
+        book.records()
+            .filter(|r| changed.binary_search(&r.state.name).is_ok()),
+    )?;
     write_meta(db_tx, key::APPLIED, &state.applied)?;
     if membership_changed {
         write_meta(db_tx, key::MEMBERSHIP, &state.membership)?;
@@ -793,81 +788,28 @@ fn apply(
     Ok(answers)
 }
 
-/// Numbers an order, unless its request id already has a number: a trade proposed twice (a
-/// retry after an uncertain commit) is one order. Every replica applies the same entries in the
-/// same order, so every replica assigns the same numbers.
-fn apply_order(
-    db_tx: &Transaction<'_>,
-    state: &mut State,
-    order: &super::types::OrderCommand,
-    term: u64,
-    now: u64,
-) -> rusqlite::Result<TxnNumber> {
-    let id = order.request_id.to_string();
-    let known: Option<u64> = db_tx
-        .prepare_cached("SELECT number FROM orders WHERE request_id = ?1")?
-        .query_row([&id], |r| r.get(0))
-        .optional()?;
-    if let Some(number) = known {
-        return Ok(TxnNumber(number));
-    }
-    let number = TxnNumber(state.orders);
-    db_tx
-        .prepare_cached(
-            "INSERT INTO orders (number, request_id, name, type, quantity, epoch, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            clamp(number.0),
-            id,
-            order.name,
-            order.kind.as_str(),
-            clamp(order.quantity),
-            clamp(term),
-            clamp(now)
-        ])?;
-    state.orders += 1;
-    state.last_order = Some(LogTip {
-        number,
-        epoch: Epoch(term),
-    });
-    Ok(number)
-}
-
 fn install(
     db_tx: &Transaction<'_>,
     state: &mut State,
+    book: &mut Book,
     record: SnapshotRecord,
     rows: &[OrderRow],
 ) -> rusqlite::Result<()> {
-    db_tx.execute("DELETE FROM orders", [])?;
-    let mut stmt = db_tx.prepare_cached(
-        "INSERT INTO orders (number, request_id, name, type, quantity, epoch, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for (i, row) in rows.iter().enumerate() {
-        assert_eq!(
-            row.number, i as u64,
-            "snapshot orders are not dense: row {i} has number {}",
-            row.number
-        );
-        stmt.execute(params![
-            clamp(row.number),
-            row.request_id.to_string(),
-            row.name,
-            row.kind.as_str(),
-            clamp(row.quantity),
-            clamp(row.epoch),
-            clamp(row.created_ms)
-        ])?;
-    }
+    let position = record
+        .meta
+        .last_log_id
+        .map_or(Position(0), |l| LogIndex(l.index).position());
+    let restored = Book::restore(
+        position,
+        record.stocks.clone(),
+        rows.iter().map(|r| (r.request_id, r.number)).collect(),
+    );
+    // A snapshot comes from the leader's own state machine: one that does not hold is a bug.
+    *book = restored.unwrap_or_else(|e| panic!("an installed snapshot does not hold: {e}"));
+    orders::replace_all(db_tx, rows)?;
+    orders::replace_stocks(db_tx, &record.stocks)?;
     state.applied = record.meta.last_log_id;
     state.membership = record.meta.last_membership.clone();
-    state.orders = rows.len() as u64;
-    state.last_order = rows.last().map(|r| LogTip {
-        number: TxnNumber(r.number),
-        epoch: Epoch(r.epoch),
-    });
     write_meta(db_tx, key::APPLIED, &state.applied)?;
     write_meta(db_tx, key::MEMBERSHIP, &state.membership)?;
     write_meta(db_tx, key::SNAPSHOT, &record)?;

@@ -1,12 +1,14 @@
 //! The SQLite store against openraft's storage conformance suite, and the state machine's own
-//! rules: numbering at apply, de-duplication by request id, snapshots, and the mode guard.
+//! rules: the ledger decides at apply (numbers, refusals, one number per request id), the
+//! stocks and orders survive a restart, snapshots carry both, and the mode guard.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::Path;
 
-use bazaar_api::replica::ReplicationMode;
-use bazaar_api::{RequestId, TradeType, TxnNumber};
+use bazaar_api::log::{Command as LogCommand, StockDef, TradeCommand};
+use bazaar_api::{Price, RequestId, TradeType, TxnNumber};
+use bazaar_ledger::{Outcome, Refusal};
 use bazaar_service::Fatal;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
@@ -15,14 +17,16 @@ use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder}
 use super::log_store::LogStore;
 use super::state_machine::{SnapshotCounters, StateMachine};
 use super::store::Db;
-use super::types::{Applied, Command, Entry, LogId, OrderCommand, StorageError, TypeConfig};
+use super::types::{Applied, Command, Entry, LogId, StorageError, TypeConfig};
 
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (db, _writer) = Db::open(&dir.path().join("order-1.db"), Fatal::new()).expect("open");
+        let (sender, _) = tokio::sync::mpsc::unbounded_channel();
+        let (db, _writer) =
+            Db::open(&dir.path().join("order-1.db"), Fatal::new(), sender).expect("open");
         Ok((
             dir,
             LogStore::new(db.clone()),
@@ -42,16 +46,34 @@ fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
 
-fn order(id: RequestId) -> Entry {
+fn normal(commands: Vec<LogCommand>) -> Entry {
     Entry {
         log_id: LogId::default(),
-        payload: EntryPayload::Normal(Command::Orders(vec![OrderCommand {
-            request_id: id,
-            name: "FishCo".into(),
-            kind: TradeType::Buy,
-            quantity: 2,
-        }])),
+        payload: EntryPayload::Normal(Command(commands)),
     }
+}
+
+fn genesis() -> LogCommand {
+    LogCommand::Genesis {
+        stocks: vec![StockDef {
+            name: "FishCo".into(),
+            price: Price::from_cents(2250),
+            quantity: 5,
+        }],
+    }
+}
+
+fn trade(id: RequestId, kind: TradeType, quantity: u64) -> LogCommand {
+    LogCommand::Trade(TradeCommand {
+        request_id: id,
+        name: "FishCo".into(),
+        kind,
+        quantity,
+    })
+}
+
+fn order(id: RequestId) -> Entry {
+    normal(vec![trade(id, TradeType::Sell, 2)])
 }
 
 fn at(mut entry: Entry, term: u64, index: u64) -> Entry {
@@ -60,91 +82,95 @@ fn at(mut entry: Entry, term: u64, index: u64) -> Entry {
 }
 
 fn open(path: &Path) -> (Db, std::thread::JoinHandle<()>) {
-    Db::open(path, Fatal::new()).expect("open raft db")
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    // Nobody releases anything in these tests.
+    drop(receiver);
+    Db::open(path, Fatal::new(), sender).expect("open raft db")
 }
 
-fn numbers(applied: &[Applied]) -> Vec<Vec<u64>> {
+fn numbers(applied: &[Applied]) -> Vec<Vec<Option<u64>>> {
     applied
         .iter()
-        .map(|a| a.numbers.iter().map(|n| n.0).collect())
+        .map(|a| {
+            a.outcomes
+                .iter()
+                .map(|o| match o {
+                    Outcome::Traded(n) | Outcome::Duplicate(n) => Some(n.0),
+                    _ => None,
+                })
+                .collect()
+        })
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn applying_numbers_orders_densely_and_a_request_id_once() {
+async fn the_ledger_decides_at_apply_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("order-1.db");
-    let (a, b) = (RequestId::new(), RequestId::new());
+    let (a, b, c) = (RequestId::new(), RequestId::new(), RequestId::new());
     {
         let (db, writer) = open(&path);
         let mut sm = StateMachine::new(db.clone(), SnapshotCounters::default());
         let applied = sm
             .apply(vec![
-                at(Entry::default(), 1, 1),
-                at(order(a), 1, 2),
-                at(order(a), 1, 3),
-                at(order(b), 2, 4),
+                at(Entry::default(), 1, 0),
+                at(normal(vec![genesis()]), 1, 1),
+                at(normal(vec![trade(a, TradeType::Buy, 3)]), 1, 2),
+                at(normal(vec![trade(a, TradeType::Buy, 3)]), 1, 3),
                 at(
-                    Entry {
-                        log_id: LogId::default(),
-                        payload: EntryPayload::Normal(Command::Barrier),
-                    },
+                    normal(vec![
+                        trade(b, TradeType::Buy, 3),
+                        trade(c, TradeType::Sell, 1),
+                    ]),
                     2,
-                    5,
+                    4,
                 ),
             ])
             .await
             .expect("apply");
         assert_eq!(
             numbers(&applied),
-            [vec![], vec![0], vec![0], vec![1], vec![]]
+            [
+                vec![],
+                vec![None],
+                vec![Some(0)],
+                vec![Some(0)],
+                vec![None, Some(1)]
+            ],
+            "a repeat keeps its number; a buy of 3 out of 2 takes none"
+        );
+        assert_eq!(
+            applied[4].outcomes[0],
+            Outcome::Refused(Refusal::InsufficientStock {
+                name: "FishCo".into(),
+                wanted: 3,
+                available: 2
+            })
         );
         let (last, _) = sm.applied_state().await.expect("applied");
-        assert_eq!(last, Some(log_id(2, 5)));
+        assert_eq!(last, Some(log_id(2, 4)));
         drop((sm, db));
         writer.join().expect("writer ends");
     }
     let (db, _writer) = open(&path);
     let state = db.state();
-    assert_eq!(state.orders, 2, "numbering resumes after a restart");
-    assert_eq!(state.applied, Some(log_id(2, 5)));
-    let row = db.order_by_request(b).await.expect("read").expect("b");
     assert_eq!(
-        (row.number, row.epoch),
-        (1, 2),
+        state.book.next_number,
+        TxnNumber(2),
+        "numbering resumes after a restart"
+    );
+    assert_eq!(state.book.stocks[0].quantity, 3, "5 - 3 + 1");
+    assert_eq!(state.applied, Some(log_id(2, 4)));
+    let row = db.order(TxnNumber(1)).await.expect("read").expect("c");
+    assert_eq!(
+        (row.request_id, row.epoch.0),
+        (c, 2),
         "the term is the order's epoch"
     );
-    let snapshot = crate::log_store::read_snapshot(&path).expect("verify reads raft files");
-    assert_eq!(snapshot.entries.len(), 2);
-    assert_eq!(snapshot.mode.as_deref(), Some("raft"));
-    assert!(snapshot.conflicts.is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_entry_of_several_orders_numbers_each_and_repeats_keep_their_number() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (db, _writer) = open(&dir.path().join("order-1.db"));
-    let mut sm = StateMachine::new(db.clone(), SnapshotCounters::default());
-    let (a, b, c) = (RequestId::new(), RequestId::new(), RequestId::new());
-    let batch = |ids: &[RequestId]| Entry {
-        log_id: LogId::default(),
-        payload: EntryPayload::Normal(Command::Orders(
-            ids.iter()
-                .map(|id| OrderCommand {
-                    request_id: *id,
-                    name: "BoarCo".into(),
-                    kind: TradeType::Sell,
-                    quantity: 1,
-                })
-                .collect(),
-        )),
-    };
-    let applied = sm
-        .apply(vec![at(batch(&[a, b, a]), 1, 1), at(batch(&[c, b]), 1, 2)])
-        .await
-        .expect("apply");
-    assert_eq!(numbers(&applied), [vec![0, 1, 0], vec![2, 1]]);
-    assert_eq!(db.state().orders, 3);
+    let contents = crate::file::read(&path).expect("verify reads raft files");
+    assert_eq!(contents.orders.len(), 2);
+    assert_eq!(contents.mode, bazaar_api::replica::ReplicationMode::Raft);
+    assert_eq!(contents.applied, Some(4));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,16 +180,24 @@ async fn a_snapshot_carries_the_orders_and_installs_on_a_fresh_replica() {
     let (follower_db, _w2) = open(&dir.path().join("order-2.db"));
     let mut leader = StateMachine::new(leader_db.clone(), SnapshotCounters::default());
     let members = Membership::new(vec![BTreeSet::from([1, 2, 3])], ());
-    let mut entries = vec![Entry {
-        log_id: log_id(1, 0),
-        payload: EntryPayload::Membership(members),
-    }];
+    leader
+        .apply(vec![Entry {
+            log_id: log_id(1, 0),
+            payload: EntryPayload::Membership(members),
+        }])
+        .await
+        .expect("membership");
+    let mut entries = Vec::new();
     let ids: Vec<RequestId> = (0..5).map(|_| RequestId::new()).collect();
     entries.extend(
         ids.iter()
             .enumerate()
-            .map(|(i, id)| at(order(*id), 1, i as u64 + 1)),
+            .map(|(i, id)| at(order(*id), 1, i as u64 + 2)),
     );
+    leader
+        .apply(vec![at(normal(vec![genesis()]), 1, 1)])
+        .await
+        .expect("genesis");
     leader.apply(entries).await.expect("apply");
     let built = leader
         .get_snapshot_builder()
@@ -171,7 +205,7 @@ async fn a_snapshot_carries_the_orders_and_installs_on_a_fresh_replica() {
         .build_snapshot()
         .await
         .expect("build");
-    assert_eq!(built.meta.last_log_id, Some(log_id(1, 5)));
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 6)));
     phase_more_orders(&mut leader, &ids).await;
     let current = leader
         .get_current_snapshot()
@@ -194,8 +228,9 @@ async fn a_snapshot_carries_the_orders_and_installs_on_a_fresh_replica() {
         .expect("install");
     assert_eq!(counters.installed.get(), 1);
     let state = follower_db.state();
-    assert_eq!(state.orders, 5);
-    assert_eq!(state.applied, Some(log_id(1, 5)));
+    assert_eq!(state.book.next_number, TxnNumber(5));
+    assert_eq!(state.book.stocks[0].quantity, 15, "5 + five sells of 2");
+    assert_eq!(state.applied, Some(log_id(1, 6)));
     assert_eq!(
         follower_db
             .order(TxnNumber(4))
@@ -205,7 +240,7 @@ async fn a_snapshot_carries_the_orders_and_installs_on_a_fresh_replica() {
         Some(ids[4])
     );
     let (applied, membership) = follower.applied_state().await.expect("state");
-    assert_eq!(applied, Some(log_id(1, 5)));
+    assert_eq!(applied, Some(log_id(1, 6)));
     assert_eq!(membership.voter_ids().collect::<Vec<_>>(), [1, 2, 3]);
 }
 
@@ -213,12 +248,12 @@ async fn a_snapshot_carries_the_orders_and_installs_on_a_fresh_replica() {
 async fn phase_more_orders(sm: &mut StateMachine, ids: &[RequestId]) {
     let applied = sm
         .apply(vec![
-            at(order(RequestId::new()), 2, 6),
-            at(order(ids[0]), 2, 7),
+            at(order(RequestId::new()), 2, 7),
+            at(order(ids[0]), 2, 8),
         ])
         .await
         .expect("apply");
-    assert_eq!(numbers(&applied), [vec![5], vec![0]]);
+    assert_eq!(numbers(&applied), [vec![Some(5)], vec![Some(0)]]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,14 +288,12 @@ fn a_raft_database_is_refused_in_primary_backup_mode_and_the_reverse() {
     let dir = tempfile::tempdir().expect("tempdir");
     let raft = dir.path().join("raft.db");
     drop(open(&raft));
-    let err = crate::log_store::LogStore::open(&raft, ReplicationMode::PrimaryBackup, Fatal::new())
+    let err = crate::primary_backup::storage::Storage::open(&raft, 16, Fatal::new())
         .expect_err("a raft file in primary-backup mode");
     assert!(err.to_string().contains("raft order log"), "{err}");
     let pb = dir.path().join("pb.db");
-    drop(
-        crate::log_store::LogStore::open(&pb, ReplicationMode::PrimaryBackup, Fatal::new())
-            .expect("open"),
-    );
-    let err = Db::open(&pb, Fatal::new()).expect_err("a primary-backup file in raft mode");
+    drop(crate::primary_backup::storage::Storage::open(&pb, 16, Fatal::new()).expect("open"));
+    let (sender, _) = tokio::sync::mpsc::unbounded_channel();
+    let err = Db::open(&pb, Fatal::new(), sender).expect_err("a primary-backup file in raft mode");
     assert!(err.to_string().contains("primary-backup"), "{err}");
 }

@@ -3,8 +3,7 @@
 // `declare_raft_types!` names `Cursor` unqualified.
 use std::io::Cursor;
 
-use bazaar_api::replica::OrderTrade;
-use bazaar_api::{ReplicaId, RequestId, TradeType, TxnNumber};
+use bazaar_api::ReplicaId;
 use serde::{Deserialize, Serialize};
 
 openraft::declare_raft_types!(
@@ -36,50 +35,17 @@ pub type StorageError = openraft::StorageError<NodeId>;
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// What a client proposes.
+/// What one Raft entry carries: the commands proposed together. Concurrent writes share an
+/// entry: openraft (0.9) appends and syncs each entry on its own, so one entry per trade would
+/// cap trades per second at syncs per second.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Trades' orders, in order: applying numbers each one, unless its request id already has
-    /// a number. Concurrent trades share an entry: openraft (0.9) appends and syncs each entry
-    /// on its own, so one entry per trade would cap trades per second at syncs per second.
-    Orders(Vec<OrderCommand>),
-    /// Changes nothing. Once it is applied, every entry proposed on this leader before it has
-    /// been applied too, so the state machine can answer "was request r ever committed?".
-    Barrier,
-}
+pub struct Command(pub Vec<bazaar_api::log::Command>);
 
-/// The order a trade adds to the log: the trade without the front-end's attempt counter, which
-/// must not make two proposals of one trade differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderCommand {
-    /// The trade's identity; the state machine numbers each request id once.
-    pub request_id: RequestId,
-    /// Stock traded.
-    pub name: String,
-    /// Buy or sell.
-    #[serde(rename = "type")]
-    pub kind: TradeType,
-    /// Shares.
-    pub quantity: u64,
-}
-
-impl From<&OrderTrade> for OrderCommand {
-    fn from(trade: &OrderTrade) -> Self {
-        Self {
-            request_id: trade.request_id,
-            name: trade.name.clone(),
-            kind: trade.kind,
-            quantity: trade.quantity,
-        }
-    }
-}
-
-/// What applying one entry answers its proposer.
+/// What applying one entry answers its proposer: each command's outcome, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// Each order's transaction number, in the entry's order (the first number, for a request
-    /// id applied before); empty for entries that are not orders.
-    pub numbers: Vec<TxnNumber>,
+    /// One outcome per command.
+    pub outcomes: Vec<bazaar_ledger::Outcome>,
 }
 
 /// The Raft node id of a replica.

@@ -1,17 +1,23 @@
-//! The invalidation feed: server push of `{name, version}` to every subscribed front-end.
+//! The invalidation feed: the leader pushes `{position, names}` to every subscribed front-end.
 //!
-//! A front-end subscribes with a WebSocket (`GET /internal/feed`). For every visible change
-//! the catalog sends `invalidate` and waits until each subscriber has acknowledged it or has
-//! been dropped; only then is the change acknowledged to whoever made it. That is what makes
-//! "no stale read after an acknowledged trade" a guarantee.
+//! A front-end subscribes with a WebSocket (`GET /internal/feed` on the leader) and first hears
+//! a `hello` naming a floor: every change acknowledged so far is below it. For every change the
+//! leader sends `invalidate` and waits until each subscriber has acknowledged it or has been
+//! dropped; only then is the change released (acknowledged to the client, offered to the
+//! catalogs). That is what makes "no stale read after an acknowledged trade" a guarantee.
 //!
-//! Dropping a subscriber is only safe if it has stopped serving its cache, and a slow or
-//! partitioned front-end may not have noticed the drop yet. So front-ends cache under a
-//! lease: they send `ping` every so often and may serve cached entries only until `lease`
-//! after the send time of the last ping the catalog answered. The catalog notes when each
-//! ping *arrived* (necessarily after it was sent), and after dropping a subscriber waits until
-//! that arrival time plus the lease has passed before acknowledging the change. By then the
-//! front-end's lease has run out, whether or not it knows it was dropped.
+//! Dropping a subscriber is only safe if it has stopped trusting its knowledge, and a slow or
+//! partitioned front-end may not have noticed the drop yet. So front-ends trust the feed under a
+//! lease: they send `ping` every so often and may use what they know only until `lease` after
+//! the send time of the last ping the leader answered. The leader notes when each ping
+//! *arrived* (necessarily after it was sent), and after dropping a subscriber waits until that
+//! arrival time plus the lease has passed before releasing the change. By then the front-end's
+//! lease has run out, whether or not it knows it was dropped.
+//!
+//! A leader answers a ping only while it can vouch that it still leads: its lease basis (the
+//! last time every live follower, or a majority in raft mode, confirmed its epoch) is at most
+//! the grace old. A deposed leader therefore stops renewing leases within the grace, and a new
+//! leader releases nothing until `lease + grace` after it took over (`super::Release`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use bazaar_api::Version;
-use bazaar_api::catalog::{FeedEvent, FeedReply};
+use bazaar_api::feed::{FeedEvent, FeedReply};
+use bazaar_api::log::Position;
 use futures::{SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,12 +34,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Longest lease a front-end may ask for. The catalog may have to wait a whole lease before
-/// acknowledging a trade when a subscriber stops answering, so leases must stay short.
+/// Longest lease accepted (`--feed-lease`). The leader may have to wait a whole lease before
+/// releasing a trade when a subscriber stops answering, and a new leader waits one before it
+/// releases anything, so leases must stay short.
 pub const LEASE_MAX: Duration = Duration::from_secs(10);
 
-/// Lease assumed when a front-end does not say.
-pub const LEASE_DEFAULT: Duration = Duration::from_secs(1);
+/// The lease when `--feed-lease` does not say: pings every 80 ms, and a new leader's first
+/// release 400 ms plus the grace after it takes over.
+pub const LEASE_DEFAULT: Duration = Duration::from_millis(400);
+
+/// Longest subscriber label kept for logs.
+const LABEL_LEN_MAX: usize = 64;
 
 /// Invalidations queued for one subscriber at most; a subscriber this far behind is dropped.
 const OUTBOX_LEN: usize = 1024;
@@ -43,7 +54,7 @@ const OUTBOX_LEN: usize = 1024;
 pub struct FeedMetrics {
     /// Subscribed front-ends now.
     pub subscribers: Gauge,
-    /// Invalidations sent, one per subscriber.
+    /// Invalidations sent, one per subscriber and change.
     pub invalidations: Counter,
     /// Subscribers dropped for not acknowledging in time.
     pub drops: Counter,
@@ -95,9 +106,17 @@ impl LeaseClock {
 }
 
 struct Invalidation {
-    name: String,
-    version: Version,
+    position: Position,
+    names: Vec<String>,
     acked: oneshot::Sender<()>,
+}
+
+/// What a subscription starts with, and whether a ping may be answered now.
+pub trait Authority: Send + Sync + 'static {
+    /// The hello for a new subscriber (`None`: this replica does not lead; refuse it).
+    fn hello(&self) -> Option<FeedEvent>;
+    /// Whether this replica can vouch, now, that it still leads.
+    fn may_renew(&self) -> bool;
 }
 
 #[derive(Clone)]
@@ -117,6 +136,7 @@ struct Inner {
     subscribers: Mutex<HashMap<u64, Subscriber>>,
     next_id: AtomicU64,
     ack_timeout: Duration,
+    lease: Duration,
     metrics: FeedMetrics,
 }
 
@@ -129,16 +149,32 @@ impl std::fmt::Debug for Feed {
 }
 
 impl Feed {
-    /// A feed that waits `ack_timeout` for each acknowledgement.
+    /// A feed that grants `lease` and waits `ack_timeout` for each acknowledgement.
     #[must_use]
-    pub fn new(ack_timeout: Duration, metrics: FeedMetrics) -> Self {
+    pub fn new(lease: Duration, ack_timeout: Duration, metrics: FeedMetrics) -> Self {
         Self {
             inner: Arc::new(Inner {
                 subscribers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 ack_timeout,
+                lease,
                 metrics,
             }),
+        }
+    }
+
+    /// The lease it grants.
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// Ends every subscription (this replica stopped leading): front-ends find the new leader
+    /// and subscribe there, starting from its floor.
+    pub fn close_all(&self) {
+        let dropped = std::mem::take(&mut *self.lock());
+        for _ in &dropped {
+            self.inner.metrics.subscribers.dec();
         }
     }
 
@@ -155,9 +191,9 @@ impl Feed {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Tells every subscriber that `name` changed to `version`, and returns once each has
-    /// acknowledged or has been dropped and its lease has run out.
-    pub async fn invalidate(&self, name: &str, version: Version) {
+    /// Tells every subscriber that `names` changed in the entry below `position`, and returns
+    /// once each has acknowledged or has been dropped and its lease has run out.
+    pub async fn invalidate(&self, position: Position, names: &[String]) {
         let subscribers: Vec<(u64, Subscriber)> =
             self.lock().iter().map(|(id, s)| (*id, s.clone())).collect();
         if subscribers.is_empty() {
@@ -167,8 +203,8 @@ impl Feed {
         let sends = subscribers.into_iter().map(|(id, subscriber)| async move {
             let (acked, ack) = oneshot::channel();
             let queued = subscriber.outbox.try_send(Invalidation {
-                name: name.to_owned(),
-                version,
+                position,
+                names: names.to_vec(),
                 acked,
             });
             let delivered = queued.is_ok()
@@ -186,7 +222,7 @@ impl Feed {
                 self.inner.metrics.subscribers.dec();
                 tracing::warn!(
                     subscriber = %subscriber.label,
-                    stock = %name,
+                    %position,
                     "front-end did not acknowledge an invalidation; dropped from the feed"
                 );
             }
@@ -198,19 +234,25 @@ impl Feed {
         }
     }
 
-    /// Runs one subscription until the socket closes, the subscriber is dropped, or
-    /// `shutdown` is cancelled.
+    /// Runs one subscription until the socket closes, the subscriber is dropped (or every
+    /// subscriber is, when this replica stops leading), or `shutdown` is cancelled.
     pub async fn serve_subscriber(
         self,
         socket: WebSocket,
         label: String,
-        lease: Duration,
+        authority: Arc<dyn Authority>,
         shutdown: CancellationToken,
     ) {
+        let label: String = label
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(LABEL_LEN_MAX)
+            .collect();
+        let lease = self.inner.lease;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (outbox, mut inbox) = mpsc::channel(OUTBOX_LEN);
         let clock = Arc::new(LeaseClock {
-            lease: lease.min(LEASE_MAX),
+            lease,
             last_ping_arrival: Mutex::new(None),
         });
         // Registered before the first ping is read: a front-end holds a lease only after
@@ -224,16 +266,31 @@ impl Feed {
             },
         );
         self.inner.metrics.subscribers.inc();
+        let (mut sink, mut stream) = socket.split();
+        // The floor is read after registering: a change whose push started before this
+        // subscriber was in the set is below it.
+        let Some(hello) = authority.hello() else {
+            if self.lock().remove(&id).is_some() {
+                self.inner.metrics.subscribers.dec();
+            }
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        };
+        if send_event(&mut sink, &hello).await.is_err() {
+            if self.lock().remove(&id).is_some() {
+                self.inner.metrics.subscribers.dec();
+            }
+            return;
+        }
         tracing::info!(subscriber = %label, lease_ms = lease.as_millis(), "front-end subscribed");
 
-        let (mut sink, mut stream) = socket.split();
         let mut pending: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
         let mut seq = 0_u64;
         let reason = loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
                     let _ = sink.send(Message::Close(None)).await;
-                    break "catalog shutting down";
+                    break "replica shutting down";
                 }
                 next = inbox.recv() => {
                     let Some(invalidation) = next else { break "dropped" };
@@ -241,8 +298,8 @@ impl Feed {
                     pending.insert(seq, invalidation.acked);
                     let event = FeedEvent::Invalidate {
                         seq,
-                        name: invalidation.name,
-                        version: invalidation.version,
+                        position: invalidation.position,
+                        names: invalidation.names,
                     };
                     if send_event(&mut sink, &event).await.is_err() {
                         break "send failed";
@@ -256,9 +313,12 @@ impl Feed {
                             }
                         }
                         Ok(FeedReply::Ping { nonce }) => {
-                            clock.renew(Instant::now());
-                            if send_event(&mut sink, &FeedEvent::Pong { nonce }).await.is_err() {
-                                break "send failed";
+                            // A leader that cannot vouch for its epoch lets the lease run out.
+                            if authority.may_renew() {
+                                clock.renew(Instant::now());
+                                if send_event(&mut sink, &FeedEvent::Pong { nonce }).await.is_err() {
+                                    break "send failed";
+                                }
                             }
                         }
                         Err(e) => {
@@ -296,15 +356,26 @@ mod tests {
 
     #[tokio::test]
     async fn invalidate_without_subscribers_returns_at_once() {
-        let feed = Feed::new(Duration::from_millis(10), FeedMetrics::default());
-        tokio::time::timeout(Duration::from_millis(100), feed.invalidate("A", Version(1)))
-            .await
-            .expect("no subscribers, no waiting");
+        let feed = Feed::new(
+            Duration::from_millis(500),
+            Duration::from_millis(10),
+            FeedMetrics::default(),
+        );
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            feed.invalidate(Position(1), &["A".into()]),
+        )
+        .await
+        .expect("no subscribers, no waiting");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_subscriber_is_dropped_after_its_lease() {
-        let feed = Feed::new(Duration::from_millis(50), FeedMetrics::default());
+        let feed = Feed::new(
+            Duration::from_millis(500),
+            Duration::from_millis(50),
+            FeedMetrics::default(),
+        );
         let (outbox, _inbox) = mpsc::channel(1);
         let clock = Arc::new(LeaseClock {
             lease: Duration::from_millis(500),
@@ -320,7 +391,7 @@ mod tests {
             },
         );
         let started = Instant::now();
-        feed.invalidate("A", Version(1)).await;
+        feed.invalidate(Position(1), &["A".into()]).await;
         assert_eq!(feed.subscriber_count(), 0, "dropped");
         assert!(
             started.elapsed() >= Duration::from_millis(500),

@@ -1,13 +1,13 @@
-//! The catalog CSV that seeds a new database: header `name,price,quantity`, one stock a line.
-//! Blank lines and lines starting with `#` are skipped; an empty quantity means
-//! [`QUANTITY_DEFAULT`]. Fields are not quoted, so names cannot contain commas.
+//! The catalog file the log's first entry is written from: CSV with the header
+//! `name,price,quantity`, one stock a line. Blank lines and lines starting with `#` are skipped;
+//! an empty quantity means [`QUANTITY_DEFAULT`]. Fields are not quoted, so names cannot contain
+//! commas.
 
 use std::collections::HashSet;
 use std::path::Path;
 
+use bazaar_api::log::StockDef;
 use bazaar_api::{Price, validate_stock_name};
-
-use crate::error::{Error, Result};
 
 /// Initial quantity when the CSV leaves it empty (SPEC.md section 3).
 pub const QUANTITY_DEFAULT: u64 = 100;
@@ -15,28 +15,16 @@ pub const QUANTITY_DEFAULT: u64 = 100;
 /// The shipped catalog, built into the binary so `bazaar up` works from any directory.
 pub const BUILT_IN_CSV: &str = include_str!("../../../data/stocks.csv");
 
-/// One stock to seed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeedStock {
-    /// Name.
-    pub name: String,
-    /// Price.
-    pub price: Price,
-    /// Initial quantity.
-    pub quantity: u64,
-}
-
 /// Reads the CSV at `path`, or the built-in one.
 ///
 /// # Errors
-/// [`Error::Config`] naming the file (and line) that is wrong.
-pub fn load(path: Option<&Path>) -> Result<Vec<SeedStock>> {
+/// A sentence naming the file (and line) that is wrong.
+pub fn load(path: Option<&Path>) -> Result<Vec<StockDef>, String> {
     match path {
         None => parse(BUILT_IN_CSV, "built-in data/stocks.csv"),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("cannot read catalog file {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read catalog file {}: {e}", path.display()))?;
             parse(&text, &path.display().to_string())
         }
     }
@@ -45,14 +33,14 @@ pub fn load(path: Option<&Path>) -> Result<Vec<SeedStock>> {
 /// Parses CSV text; `origin` names it in errors.
 ///
 /// # Errors
-/// [`Error::Config`] with `origin line N: what is wrong`.
-pub fn parse(text: &str, origin: &str) -> Result<Vec<SeedStock>> {
+/// `origin line N: what is wrong`.
+pub fn parse(text: &str, origin: &str) -> Result<Vec<StockDef>, String> {
     let mut lines = text
         .lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-    let at = |line: usize, what: String| Error::Config(format!("{origin} line {line}: {what}"));
+    let at = |line: usize, what: String| format!("{origin} line {line}: {what}");
     match lines.next() {
         Some((_, header))
             if header
@@ -66,7 +54,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<SeedStock>> {
                 format!("header must be `name,price,quantity`, found `{header}`"),
             ));
         }
-        None => return Err(Error::Config(format!("{origin} is empty"))),
+        None => return Err(format!("{origin} is empty")),
     }
     let mut stocks = Vec::new();
     let mut seen = HashSet::new();
@@ -103,14 +91,14 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<SeedStock>> {
                     )
                 })?
         };
-        stocks.push(SeedStock {
+        stocks.push(StockDef {
             name: name.to_owned(),
             price,
             quantity,
         });
     }
     if stocks.is_empty() {
-        return Err(Error::Config(format!("{origin} lists no stocks")));
+        return Err(format!("{origin} lists no stocks"));
     }
     Ok(stocks)
 }
@@ -156,7 +144,7 @@ mod tests {
             ("", "t is empty"),
         ];
         for (text, want) in cases {
-            let err = parse(text, "t").expect_err(text).to_string();
+            let err = parse(text, "t").expect_err(text);
             assert!(err.starts_with(want), "{text:?}: {err}");
         }
     }
