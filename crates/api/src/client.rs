@@ -16,7 +16,7 @@ use crate::log::{LogFollow, LogFollowQuery, LogIndex, Position, PositionReply};
 use crate::order::Order;
 use crate::replica::{
     AppendReply, AppendRequest, LeaderNotice, LogEntry, OrderTrade, PeerStatus, ReplicaStatus,
-    RestockRequest, TradeAck, TradeReceipt,
+    RestockRequest, StatusFence, TradeAck, TradeReceipt,
 };
 use crate::stock::Stock;
 
@@ -386,13 +386,14 @@ impl ReplicaClient {
         self.http.get(&format!("{}/health", self.base)).await
     }
 
-    /// `GET /internal/status`: what a primary-backup replica tells its peers.
+    /// `POST /internal/status`: what a primary-backup replica tells its peers; fenced by a
+    /// chosen leader's term, it adopts the term first.
     ///
     /// # Errors
-    /// Transport errors.
-    pub async fn peer_status(&self) -> ClientResult<PeerStatus> {
+    /// `stale_epoch`, `epoch_claimed` for a fence it refuses; transport errors.
+    pub async fn peer_status(&self, fence: Option<StatusFence>) -> ClientResult<PeerStatus> {
         self.http
-            .get(&format!("{}/internal/status", self.base))
+            .post(&format!("{}/internal/status", self.base), &fence)
             .await
     }
 

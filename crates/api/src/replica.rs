@@ -97,6 +97,17 @@ pub struct PeerStatus {
     pub runs: Vec<EpochRun>,
 }
 
+/// Body of `POST /internal/status`: a chosen leader's term the peer must adopt before it
+/// answers (so it refuses every older leader from then on); `None` fields ask for the status
+/// alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusFence {
+    /// The new epoch.
+    pub epoch: Epoch,
+    /// Its leader.
+    pub leader: Option<ReplicaId>,
+}
+
 /// A trade sent by a front-end to the leader (`POST /trades`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderTrade {
@@ -199,9 +210,10 @@ pub struct AppendRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum AppendReply {
-    /// The batch is durable; the follower's log now holds `len` entries, all the leader's.
+    /// The batch is durable; the follower's log agrees with the leader's up to the batch's
+    /// end, `len` entries.
     Appended {
-        /// Entries held.
+        /// Entries shared with the leader.
         len: Position,
     },
     /// The follower's log does not hold `prev`: here is what it holds, so the leader can find

@@ -265,9 +265,9 @@ mod tests {
         assert_eq!(saved, None, "a new file holds nothing");
         file.save(&snapshot(5, 9), Some(Epoch(2))).expect("save");
         file.save(&snapshot(6, 8), Some(Epoch(3))).expect("save");
-        let read = read(&path).expect("read");
-        assert_eq!(read.snapshot, snapshot(6, 8));
-        assert_eq!(read.epoch, Some(Epoch(3)));
+        let saved = read(&path).expect("read");
+        assert_eq!(saved.snapshot, snapshot(6, 8));
+        assert_eq!(saved.epoch, Some(Epoch(3)));
         assert!(!file.is_gone());
         let (_, saved) = CatalogFile::open(&path).expect("a second handle");
         assert_eq!(saved.map(|s| s.snapshot.position), Some(Position(6)));

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bazaar_api::client::{Http, ReplicaClient};
 use bazaar_api::replica::RestockRequest;
 use bazaar_ledger::View;
-use bazaar_service::Metrics;
+use bazaar_service::{DbLock, Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,6 +56,8 @@ pub struct Catalog {
     config: Config,
     file: CatalogFile,
     shared: Shared,
+    /// One process per file: a second catalog on the same file is refused at start.
+    _lock: DbLock,
     /// `service=catalog`: every log line of this service.
     root: tracing::Span,
 }
@@ -77,6 +79,7 @@ impl Catalog {
         config.validate().map_err(Error::Config)?;
         let root = tracing::info_span!("service", service = "catalog");
         let _entered = root.enter();
+        let lock = DbLock::acquire(&config.db).map_err(Error::Config)?;
         let existed = config.db.exists();
         let (file, saved) = CatalogFile::open(&config.db)?;
         let current = match saved {
@@ -101,6 +104,7 @@ impl Catalog {
             config,
             file,
             shared: Shared::new(current),
+            _lock: lock,
             root: root.clone(),
         })
     }
@@ -126,6 +130,7 @@ impl Catalog {
             config,
             file,
             shared,
+            _lock,
             root: _,
         } = self;
         let metrics = Metrics::with_root(root);

@@ -261,6 +261,7 @@ mod tests {
                     .map(|n| CacheEntryView {
                         name: (*n).into(),
                         version: Version(0),
+                        position: bazaar_api::log::Position(1),
                     })
                     .collect(),
             },

@@ -562,6 +562,7 @@ mod tests {
                 .map(|n| CacheEntryView {
                     name: (*n).into(),
                     version: Version(1),
+                    position: bazaar_api::log::Position(1),
                 })
                 .collect(),
         };

@@ -65,6 +65,8 @@ const PRIMARY_BACKUP_HEARTBEAT: Duration = Duration::from_millis(50);
 /// An opened order replica, ready to serve.
 pub struct OrderService {
     config: Config,
+    /// The catalog a new log's first leader writes into it (`--stocks`).
+    genesis: Vec<bazaar_api::log::StockDef>,
     storage: Opening,
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
@@ -95,6 +97,7 @@ impl OrderService {
     /// [`Error::Config`] or [`Error::Storage`] naming the flag or file.
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
+        let genesis = bazaar_ledger::seed::load(config.stocks.as_deref()).map_err(Error::Config)?;
         let path = config.db_path();
         let root = tracing::info_span!("service", service = "order", replica_id = config.id.0);
         let _entered = root.enter();
@@ -112,6 +115,7 @@ impl OrderService {
         };
         Ok(Self {
             config,
+            genesis,
             storage,
             writer,
             fatal,
@@ -141,6 +145,7 @@ impl OrderService {
     ) -> Result<()> {
         let Self {
             config,
+            genesis,
             storage,
             writer,
             fatal,
@@ -168,8 +173,6 @@ impl OrderService {
         let release = Release::new(feed, vouch.clone(), grace, tasks.clone());
         let replica = match storage {
             Opening::PrimaryBackup(storage, opened) => {
-                let genesis =
-                    bazaar_ledger::seed::load(config.stocks.as_deref()).map_err(Error::Config)?;
                 let settings = primary_backup::core::Settings {
                     id: config.id,
                     peers: config.others().into_keys().collect(),
@@ -196,6 +199,7 @@ impl OrderService {
             Opening::Raft(db, applied) => {
                 let raft = RaftReplica::start(
                     &config,
+                    genesis,
                     &http,
                     db,
                     applied,

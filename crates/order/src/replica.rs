@@ -148,7 +148,11 @@ impl Writer {
             }
             Replica::Raft(r) => r.order(number).await?,
         };
-        let released = self.release.released().position.unwrap_or(Position(0));
+        let Some(released) = self.release.released().position else {
+            return Err(Error::NotReady(
+                "a new leader releases nothing before its handover wait ends".into(),
+            ));
+        };
         row.filter(|row| row.log_index.position() <= released)
             .map(|row| row.to_order())
             .ok_or(Error::UnknownOrder(number))

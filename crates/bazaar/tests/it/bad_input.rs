@@ -165,6 +165,18 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
             Method::GET,
             "/orders/18446744073709551616".into(),
             400,
+            "out of range",
+        ),
+        (
+            Method::GET,
+            "/orders/9223372036854775808".into(),
+            400,
+            "out of range",
+        ),
+        (
+            Method::GET,
+            "/orders/+0".into(),
+            400,
             "not a non-negative integer",
         ),
         (
@@ -212,38 +224,50 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn internal_routes_refuse_bad_input_in_the_envelope_too() {
     let system = System::start().await;
-    let catalog = system.catalog();
+    let catalog = system.catalog(1);
     let replica = system.replica(3);
-    let cases: Vec<(&crate::support::Api, &str, Value, u16)> = vec![
-        (&catalog, "/internal/trades", json!({"nonsense": true}), 400),
+    let posts: Vec<(&crate::support::Api, &str, Value)> = vec![
+        (&replica, "/trades", json!({"request_id": "x"})),
         (
-            &catalog,
-            "/internal/trades/not-a-uuid/confirm",
-            json!({"epoch": 1}),
-            400,
+            &replica,
+            "/trades",
+            json!({"request_id": "5f0c3a4e-6a1b-4c55-9e1a-2b9d7c8e1f00", "name": "FishCo",
+                   "type": "buy", "quantity": 0}),
         ),
+        (&replica, "/internal/append", json!({"epoch": 0})),
         (
-            &catalog,
-            "/internal/trades/5f0c3a4e-6a1b-4c55-9e1a-2b9d7c8e1f00/confirm",
-            json!({"epoch": 99}),
-            404,
+            &replica,
+            "/internal/append",
+            json!({"epoch": 9_223_372_036_854_775_808_u64, "leader": 2, "prev": null, "entries": []}),
         ),
-        (&replica, "/trades", json!({"request_id": "x"}), 400),
-        (&replica, "/internal/append", json!({"epoch": 0}), 400),
         (
             &replica,
             "/internal/leader",
             json!({"leader": 0, "epoch": 1}),
-            400,
+        ),
+        (&replica, "/internal/restock", json!({"to": 0})),
+        (
+            &replica,
+            "/internal/restock",
+            json!({"to": 9_223_372_036_854_775_808_u64}),
         ),
     ];
-    for (service, path, body, status) in cases {
+    for (service, path, body) in posts {
         let (got, reply) = service.post(path, &body).await;
-        assert_eq!(got, status, "{path}: {reply}");
-        assert_eq!(reply["error"]["code"], status, "{path}: {reply}");
+        assert_eq!(got, 400, "{path} {body}: {reply}");
+        assert_eq!(reply["error"]["code"], 400, "{path}: {reply}");
+        assert_eq!(reply["error"]["kind"], "bad_request", "{path}: {reply}");
     }
-    let (got, reply) = catalog.get("/internal/trades?state=bogus").await;
-    assert_eq!(got, 400, "{reply}");
-    let (got, reply) = replica.get("/internal/orders?from=-1").await;
-    assert_eq!(got, 400, "{reply}");
+    for (service, path) in [
+        (&replica, "/internal/log?from=-1"),
+        (&replica, "/internal/log?from=9223372036854775808"),
+        (&replica, "/internal/log/entries?from=x"),
+        (&catalog, "/stocks/FishCo?min_position=-1"),
+        (&catalog, "/stocks/FishCo?min_position=9223372036854775808"),
+    ] {
+        let (got, reply) = service.get(path).await;
+        assert_eq!(got, 400, "{path}: {reply}");
+    }
+    phase!("nothing changed: the system still trades from where it was");
+    assert_eq!(system.api().trade("FishCo", "sell", 1).await, Ok(0));
 }

@@ -86,13 +86,28 @@ fn bad_flags_exit_2_with_a_clear_message() {
         "not this replica",
     );
     assert_fails(
-        &["order", "--id", "1", "--catalog", "ftp://x:1"],
+        &["order", "--id", "1", "--min-copies", "2"],
         2,
-        "--catalog",
+        "--min-copies 2 must be from 1",
+    );
+    assert_fails(
+        &["order", "--id", "1", "--feed-lease", "1h"],
+        2,
+        "--feed-lease 3600s must be from",
+    );
+    assert_fails(
+        &["frontend", "--catalogs", "ftp://x:1"],
+        2,
+        "is not an http:// URL",
+    );
+    assert_fails(
+        &["frontend", "--catalogs", ""],
+        2,
+        "--catalogs lists 0 catalogs",
     );
     assert_fails(&["frontend", "--cache-size", "0"], 2, "--cache-size");
     assert_fails(&["frontend", "--replicas", ""], 2, "no order replica");
-    assert_fails(&["frontend", "--feed-lease", "1h"], 2, "--feed-lease");
+    assert_fails(&["up", "--catalogs", "0"], 2, "--catalogs 0 must be from 1");
     assert_fails(&["up", "--replicas", "0"], 2, "--replicas");
     assert_fails(&["up", "--cache-size", "0"], 2, "--cache-size");
     assert_fails(&["nonsense"], 2, "unrecognized subcommand");
@@ -110,7 +125,9 @@ fn bad_files_exit_non_zero_naming_the_file() {
     );
     assert_fails(
         &[
-            "catalog",
+            "order",
+            "--id",
+            "1",
             "--db",
             &path("fresh.db"),
             "--stocks",
@@ -121,14 +138,16 @@ fn bad_files_exit_non_zero_naming_the_file() {
     );
     assert_fails(
         &[
-            "catalog",
+            "order",
+            "--id",
+            "1",
             "--db",
             &path("fresh2.db"),
             "--stocks",
             &path("missing.csv"),
         ],
         2,
-        "cannot read catalog file",
+        "--stocks",
     );
 
     phase!("an unwritable data directory (a path under a regular file)");
@@ -186,11 +205,14 @@ fn a_busy_port_or_database_is_reported() {
         .expect("free port")
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut first = std::process::Command::new(crate::support::exe())
+    let first = std::process::Command::new(crate::support::exe())
         .args(["catalog", "--listen", &listen, "--db", shared])
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
+    // Killed however the test ends.
+    let _first = crate::support::Extra::new(first, format!("http://{listen}"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&listen).is_err() {
         assert!(
@@ -204,6 +226,4 @@ fn a_busy_port_or_database_is_reported() {
         2,
         "in use by another process",
     );
-    let _ = first.kill();
-    let _ = first.wait();
 }

@@ -15,10 +15,10 @@ async fn state_survives_restarting_each_service_and_the_whole_system() {
     assert_eq!(api.trade("LionCo", "buy", 7).await, Ok(2));
 
     phase!("kill -9 and restart the catalog: quantities survive");
-    system.cluster().kill(Role::Catalog, None).expect("kill");
+    system.cluster().kill(Role::Catalog, Some(1)).expect("kill");
     system
         .cluster()
-        .restart(Role::Catalog, None)
+        .restart(Role::Catalog, Some(1))
         .await
         .expect("restart");
     assert_eq!(api.quantity("BoarCo").await, 94);

@@ -142,6 +142,8 @@ struct Inner {
     /// Highest id first.
     replicas: Vec<ReplicaClient>,
     leadership: watch::Sender<Leadership>,
+    /// Wakes the selection task early (a request met no leader).
+    nudge: tokio::sync::Notify,
     failures: mpsc::UnboundedSender<Failure>,
     failover_deadline: Duration,
     metrics: LeaderMetrics,
@@ -177,6 +179,7 @@ impl LeaderSelector {
             inner: Arc::new(Inner {
                 replicas,
                 leadership: watch::Sender::new(Leadership::Searching),
+                nudge: tokio::sync::Notify::new(),
                 failures,
                 failover_deadline,
                 metrics,
@@ -238,7 +241,20 @@ impl LeaderSelector {
     /// The leader, waiting for one to be known until `deadline`.
     async fn leader(&self, deadline: Instant) -> Result<Current> {
         let mut watching = self.inner.leadership.subscribe();
-        let settled = watching.wait_for(|l| !matches!(l, Leadership::Searching));
+        let absent = matches!(&*watching.borrow_and_update(), Leadership::Absent(_));
+        // While none has been found for a while, the search is nudged and the request waits
+        // one more round (at most ELECTION_WAIT) before it gets the reason there is none.
+        let deadline = if absent {
+            self.inner.nudge.notify_one();
+            deadline.min(Instant::now() + ELECTION_WAIT)
+        } else {
+            deadline
+        };
+        let settled = watching.wait_for(|l| match l {
+            Leadership::Known(_) => true,
+            Leadership::Searching => false,
+            Leadership::Absent(_) => !absent,
+        });
         match tokio::time::timeout_at(deadline, settled).await {
             Ok(Ok(leadership)) => match &*leadership {
                 Leadership::Known(current) => Ok(current.clone()),
@@ -246,7 +262,10 @@ impl LeaderSelector {
                 Leadership::Searching => Err(Error::NoReplica("still looking".into())),
             },
             Ok(Err(_)) => Err(Error::NoReplica("the front-end is shutting down".into())),
-            Err(_) => Err(Error::NoReplica("no order leader was found in time".into())),
+            Err(_) => Err(Error::NoReplica(match &*self.inner.leadership.borrow() {
+                Leadership::Absent(why) => why.clone(),
+                _ => "no order leader was found in time".into(),
+            })),
         }
     }
 
@@ -388,6 +407,7 @@ impl LeaderSelector {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(pause) => {}
+                    () = self.inner.nudge.notified() => pause = RETRY_PAUSE_MIN,
                 }
                 pause = (pause * 2).min(RETRY_PAUSE_MAX);
             };

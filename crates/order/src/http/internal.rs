@@ -15,7 +15,7 @@ use bazaar_api::feed::FeedQuery;
 use bazaar_api::log::{Command, LogFollow, LogFollowQuery, Position, PositionReply};
 use bazaar_api::replica::{
     AppendReply, AppendRequest, EntriesQuery, LeaderNotice, LogEntry, PeerStatus, ReplicaStatus,
-    RestockRequest,
+    RestockRequest, StatusFence,
 };
 use bazaar_api::{Data, ErrorKind};
 use bazaar_service::{ApiError, Json, Query};
@@ -31,7 +31,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/internal/leader", post(leader_notice))
         .route("/internal/append", post(replica_append))
-        .route("/internal/status", get(peer_status))
+        .route("/internal/status", post(peer_status))
         .route("/internal/log/entries", get(entries_page))
         .route("/internal/log", get(log_follow))
         .route("/internal/position", get(position_get))
@@ -74,8 +74,11 @@ async fn replica_append(
     Ok(Json(Data::new(replica.append(request).await?)))
 }
 
-async fn peer_status(PrimaryBackupRoute(replica): PrimaryBackupRoute) -> Json<Data<PeerStatus>> {
-    Json(Data::new(replica.peer_status()))
+async fn peer_status(
+    PrimaryBackupRoute(replica): PrimaryBackupRoute,
+    Json(fence): Json<Option<StatusFence>>,
+) -> Result<Json<Data<PeerStatus>>> {
+    Ok(Json(Data::new(replica.peer_status(fence).await?)))
 }
 
 async fn entries_page(

@@ -26,7 +26,7 @@ use bazaar_api::client::{ClientError, Http, ReplicaClient};
 use bazaar_api::log::{Command, LogIndex, Position, TradeCommand};
 use bazaar_api::replica::{
     AppendReply, AppendRequest, LeaderNotice, LogEntry, PeerStatus, ReplicaRole, ReplicaStatus,
-    ReplicationMode,
+    ReplicationMode, StatusFence,
 };
 use bazaar_api::{Epoch, ErrorKind, LeaderHint, ReplicaId, TxnNumber};
 use bazaar_ledger::Outcome;
@@ -67,6 +67,7 @@ enum Request {
     Restock(u64),
     Notice(LeaderNotice),
     Append(AppendRequest),
+    Status(Option<core::Term>),
 }
 
 /// A primary-backup replica's handle for the routes; cheap to clone.
@@ -185,10 +186,26 @@ impl PrimaryBackup {
         self.published().status
     }
 
-    /// `GET /internal/status`.
-    #[must_use]
-    pub fn peer_status(&self) -> PeerStatus {
-        self.published().peer
+    /// `POST /internal/status`: this replica's status for a peer. Fenced by a chosen leader's
+    /// term, it first adopts the term (and answers once that is durable).
+    ///
+    /// # Errors
+    /// The core's [`Failure`] (a stale or claimed term), as an [`Error`].
+    pub async fn peer_status(&self, fence: Option<StatusFence>) -> Result<PeerStatus> {
+        let Some(fence) = fence else {
+            return Ok(self.published().peer);
+        };
+        let term = core::Term {
+            epoch: fence.epoch,
+            leader: fence.leader,
+        };
+        match self.ask(Request::Status(Some(term))).await? {
+            Reply::Status(Ok(status)) => Ok(status),
+            Reply::Status(Err(failure)) => Err(self.error(failure)),
+            other => Err(Error::Storage(format!(
+                "a status request was answered {other:?}"
+            ))),
+        }
     }
 
     async fn ask(&self, request: Request) -> Result<Reply> {
@@ -392,6 +409,7 @@ impl Runner {
             Request::Restock(to) => Event::Restock { token, to },
             Request::Notice(notice) => Event::Notice { token, notice },
             Request::Append(request) => Event::Append { token, request },
+            Request::Status(fence) => Event::StatusRequest { token, fence },
         }
     }
 
@@ -458,15 +476,19 @@ impl Runner {
                     .in_current_span(),
                 );
             }
-            Action::AskStatus { to, request } => {
+            Action::AskStatus { to, request, fence } => {
                 let Some(peer) = self.peers.get(&to) else {
                     return;
                 };
                 let peer = peer.with_timeout(self.sync_timeout);
                 let events = self.events.clone();
+                let fence = fence.map(|t| StatusFence {
+                    epoch: t.epoch,
+                    leader: t.leader,
+                });
                 self.tasks.spawn(
                     async move {
-                        let status = peer.peer_status().await.map_err(peer_error);
+                        let status = peer.peer_status(fence).await.map_err(peer_error);
                         let _ = events.send(Event::Status {
                             from: to,
                             request,

@@ -214,6 +214,7 @@ impl RaftReplica {
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: &Config,
+        genesis: Vec<bazaar_api::log::StockDef>,
         http: &Http,
         db: Db,
         applied: mpsc::UnboundedReceiver<bazaar_api::log::AppliedEntry>,
@@ -224,7 +225,6 @@ impl RaftReplica {
         metrics: &bazaar_service::Metrics,
     ) -> Result<Self> {
         let (id, urls, settings) = (config.id, config.urls(), RaftSettings::from(config));
-        let genesis = bazaar_ledger::seed::load(config.stocks.as_deref()).map_err(Error::Config)?;
         let gauges = RaftGauges::default();
         gauges.register(metrics);
         let network = Network::new(
@@ -541,7 +541,9 @@ impl RaftReplica {
                 if let Some(term) = leads_now {
                     // Everything applied is committed and below every later entry.
                     let base = self.inner.db.with_state(|s| s.book.clone());
+                    let applied = base.position;
                     release.lead(Epoch(term), base);
+                    release.committed(applied);
                     let listed = self.inner.db.with_state(|s| !s.book.stocks.is_empty());
                     if !listed {
                         self.propose_genesis();

@@ -3,15 +3,34 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use bazaar_api::replica::OrderEntry;
-use bazaar_order::log_store::read_snapshot;
+use bazaar_order::orders::OrderRow;
 
-/// Every replica's log, by id.
-pub fn logs(dir: &Path) -> Vec<(u8, Vec<OrderEntry>)> {
+/// Every replica's orders, by id.
+pub fn logs(dir: &Path) -> Vec<(u8, Vec<OrderRow>)> {
     bazaar_client::verify::replica_files(dir)
         .expect("data dir")
         .into_iter()
-        .map(|(id, path)| (id, read_snapshot(&path).expect("read log").entries))
+        .map(|(id, path)| {
+            (
+                id,
+                bazaar_order::file::read(&path).expect("read log").orders,
+            )
+        })
+        .collect()
+}
+
+/// The orders of replicas `ids` only (others may be unreadable on purpose).
+pub fn logs_of(dir: &Path, ids: &[u8]) -> Vec<(u8, Vec<OrderRow>)> {
+    bazaar_client::verify::replica_files(dir)
+        .expect("data dir")
+        .into_iter()
+        .filter(|(id, _)| ids.contains(id))
+        .map(|(id, path)| {
+            (
+                id,
+                bazaar_order::file::read(&path).expect("read log").orders,
+            )
+        })
         .collect()
 }
 
@@ -24,7 +43,7 @@ pub fn assert_no_gaps(dir: &Path) {
     }
 }
 
-/// All logs hold the same entries.
+/// All logs hold the same orders.
 pub fn assert_logs_identical(dir: &Path) {
     let logs = logs(dir);
     let (first_id, first) = &logs[0];

@@ -238,9 +238,9 @@ impl System {
         Api::new(self.url(Role::Order, Some(id)))
     }
 
-    /// The catalog's API.
-    pub fn catalog(&self) -> Api {
-        Api::new(self.url(Role::Catalog, None))
+    /// A catalog's API.
+    pub fn catalog(&self, id: u8) -> Api {
+        Api::new(self.url(Role::Catalog, Some(id)))
     }
 
     /// The current leader's id according to the front-end.
@@ -250,40 +250,68 @@ impl System {
         u8::try_from(body["data"]["id"].as_u64().expect("leader id")).expect("small id")
     }
 
-    /// Waits until every running replica reports the same last entry.
+    /// Waits until every running replica in `ids` holds the same log.
     pub async fn wait_replicas_equal(&self, ids: &[u8]) {
         let replicas: Vec<Api> = ids.iter().map(|id| self.replica(*id)).collect();
         wait_until(
-            "every replica holds the same log tip",
+            "every replica holds the same log",
             Duration::from_secs(20),
             || {
                 let replicas = replicas.clone();
                 async move {
-                    let mut tips = Vec::new();
+                    let mut positions = Vec::new();
                     for r in &replicas {
                         match r.try_get("/health").await {
-                            Some((200, body)) => tips.push(body["data"]["last"].clone()),
+                            Some((200, body)) => positions.push(body["data"]["position"].clone()),
                             _ => return false,
                         }
                     }
-                    tips.windows(2).all(|w| w[0] == w[1])
+                    positions.windows(2).all(|w| w[0] == w[1])
                 }
             },
         )
         .await;
     }
 
-    /// Waits until the catalog holds no reservation (every trade settled).
+    /// Waits until every replica holds the same log and every catalog has applied and saved
+    /// it: the state `bazaar verify` compares.
     pub async fn wait_quiet(&self) {
-        let catalog = self.catalog();
+        let cluster = self.cluster.as_ref().expect("running");
+        let replicas: Vec<Api> = cluster
+            .replica_ids()
+            .into_iter()
+            .map(|id| self.replica(id))
+            .collect();
+        let catalogs: Vec<Api> = cluster
+            .catalog_ids()
+            .into_iter()
+            .map(|id| self.catalog(id))
+            .collect();
         wait_until(
-            "every catalog reservation is settled",
+            "replicas equal, catalogs caught up and saved",
             Duration::from_secs(30),
             || {
-                let catalog = catalog.clone();
+                let (replicas, catalogs) = (replicas.clone(), catalogs.clone());
                 async move {
-                    let (status, body) = catalog.get("/internal/trades?state=reserved").await;
-                    status == 200 && body["data"].as_array().is_some_and(Vec::is_empty)
+                    let mut positions = Vec::new();
+                    for r in &replicas {
+                        match r.try_get("/health").await {
+                            Some((200, body)) => positions.push(body["data"]["position"].clone()),
+                            _ => return false,
+                        }
+                    }
+                    if !positions.windows(2).all(|w| w[0] == w[1]) {
+                        return false;
+                    }
+                    for c in &catalogs {
+                        match c.try_get("/health").await {
+                            Some((200, body))
+                                if body["data"]["position"] == positions[0]
+                                    && body["data"]["saved"] == positions[0] => {}
+                            _ => return false,
+                        }
+                    }
+                    true
                 }
             },
         )
@@ -346,10 +374,52 @@ pub fn run_bazaar(args: &[&str], timeout: Duration) -> Output {
     }
 }
 
+/// A service stopped with SIGSTOP; continued (SIGCONT) on drop, however the test ends.
+pub struct Paused {
+    pid: i32,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+impl System {
+    /// Pauses a service (SIGSTOP) until the returned guard is dropped.
+    pub fn pause(&self, role: Role, id: Option<u8>) -> Paused {
+        let pid = self
+            .cluster
+            .as_ref()
+            .expect("running")
+            .records()
+            .into_iter()
+            .find(|r| r.role == role && r.id == id)
+            .map(|r| i32::try_from(r.pid).expect("pid"))
+            .expect("service exists");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .expect("SIGSTOP");
+        Paused { pid }
+    }
+}
+
 /// A process started by a test outside the cluster (a second front-end); killed on drop.
 pub struct Extra {
     child: std::process::Child,
     pub url: String,
+}
+
+impl Extra {
+    /// Takes charge of a child reachable at `url`.
+    pub fn new(child: std::process::Child, url: String) -> Self {
+        Self { child, url }
+    }
 }
 
 impl Drop for Extra {
@@ -360,9 +430,14 @@ impl Drop for Extra {
 }
 
 impl System {
-    /// Starts a second front-end against the same catalog and replicas, and waits until it
+    /// Starts a second front-end against the same catalogs and replicas, and waits until it
     /// serves with its cache on.
     pub async fn spawn_frontend(&self) -> Extra {
+        self.spawn_frontend_with(&[]).await
+    }
+
+    /// [`Self::spawn_frontend`] with extra flags.
+    pub async fn spawn_frontend_with(&self, extra: &[&str]) -> Extra {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -370,17 +445,26 @@ impl System {
         let replicas: Vec<String> = (1..=3)
             .map(|id| format!("{id}={}", self.url(Role::Order, Some(id))))
             .collect();
+        let catalogs: Vec<String> = self
+            .cluster
+            .as_ref()
+            .expect("running")
+            .catalog_ids()
+            .into_iter()
+            .map(|id| self.url(Role::Catalog, Some(id)))
+            .collect();
         let log = std::fs::File::create(self.dir.path().join("logs/frontend-2.log")).expect("log");
         let child = Command::new(exe())
             .args([
                 "frontend",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
-                "--catalog",
-                &self.url(Role::Catalog, None),
+                "--catalogs",
+                &catalogs.join(","),
                 "--replicas",
                 &replicas.join(","),
             ])
+            .args(extra)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

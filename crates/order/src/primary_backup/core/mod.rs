@@ -147,6 +147,13 @@ pub enum Event {
         /// The notice.
         notice: LeaderNotice,
     },
+    /// A peer asks for this replica's status (fenced by a chosen leader's term, or not).
+    StatusRequest {
+        /// Where the reply goes.
+        token: Token,
+        /// The term to adopt first.
+        fence: Option<Term>,
+    },
     /// An append from a leader.
     Append {
         /// Where the reply goes.
@@ -241,12 +248,16 @@ pub enum Action {
         /// The append.
         append: AppendRequest,
     },
-    /// Ask a peer for its [`PeerStatus`]; answer with [`Event::Status`].
+    /// Ask a peer for its [`PeerStatus`]; answer with [`Event::Status`]. With a fence (a
+    /// chosen leader's new term), the peer first adopts the term, so that once it has answered
+    /// it refuses every older leader: what it reported cannot grow behind the candidate's back.
     AskStatus {
         /// The peer.
         to: ReplicaId,
         /// Names this status round.
         request: RequestNumber,
+        /// The term the peer must adopt before answering.
+        fence: Option<Term>,
     },
     /// Ask a peer for durable entries from `start`; answer with [`Event::Fetched`].
     Fetch {
@@ -313,6 +324,8 @@ pub enum Reply {
     Notice(Result<(), Failure>),
     /// To an append.
     Append(Result<AppendReply, Failure>),
+    /// To a status request.
+    Status(Result<PeerStatus, Failure>),
 }
 
 /// A write the ledger decided on, committed up to `position`.
@@ -653,7 +666,8 @@ impl Replica {
             },
             Role::Follower => {}
             Role::Leader(leader) => {
-                for follower in leader.followers.values() {
+                // A follower whose entries are being read needs no timer: the read answers.
+                for follower in leader.followers.values().filter(|f| !f.loading) {
                     match follower.in_flight {
                         Some((_, _, sent)) => at(sent + self.settings.append_timeout),
                         None if follower.live => {
@@ -685,6 +699,7 @@ impl Replica {
             Event::Restock { token, to } => self.on_write(now, token, Command::Restock { to }),
             Event::Notice { token, notice } => self.on_notice(now, token, &notice),
             Event::Append { token, request } => self.on_append(now, token, request),
+            Event::StatusRequest { token, fence } => self.on_status_request(token, fence),
             Event::AppendReplied {
                 from,
                 request,
@@ -1315,6 +1330,67 @@ impl Replica {
         Ok(())
     }
 
+    // ----- status requests -----
+
+    fn on_status_request(&mut self, token: Token, fence: Option<Term>) {
+        let Some(fence) = fence else {
+            let status = self.peer_status();
+            self.actions.push(Action::Reply {
+                token,
+                reply: Reply::Status(Ok(status)),
+            });
+            return;
+        };
+        let Some(leader) = fence.leader else {
+            self.actions.push(Action::Reply {
+                token,
+                reply: Reply::Status(Err(Failure::Invalid("a fence names its leader".into()))),
+            });
+            return;
+        };
+        let refuse = |this: &mut Self, failure: Failure| {
+            this.actions.push(Action::Reply {
+                token,
+                reply: Reply::Status(Err(failure)),
+            });
+        };
+        if let Err(failure) = self.check_claim(fence.epoch, leader) {
+            return refuse(self, failure);
+        }
+        if leader == self.settings.id {
+            return refuse(
+                self,
+                Failure::Invalid("a fence from this replica to itself".into()),
+            );
+        }
+        match judge_epoch(self.term, fence.epoch, leader) {
+            EpochVerdict::Stale => refuse(
+                self,
+                Failure::StaleEpoch {
+                    got: fence.epoch,
+                    newest: self.term.epoch,
+                },
+            ),
+            EpochVerdict::Claimed { known } => refuse(
+                self,
+                Failure::EpochClaimed {
+                    epoch: fence.epoch,
+                    known,
+                    claimed: leader,
+                },
+            ),
+            EpochVerdict::Adopt | EpochVerdict::Current => {
+                if fence != self.term {
+                    self.step_down(fence, "a newer leader is copying the logs");
+                }
+                // Answered once the term is durable: after a restart this replica still
+                // refuses the leaders it fenced off.
+                let status = self.peer_status();
+                self.reply_when_durable(token, Reply::Status(Ok(status)));
+            }
+        }
+    }
+
     // ----- appends (follower) -----
 
     fn on_append(&mut self, now: Instant, token: Token, request: AppendRequest) {
@@ -1389,6 +1465,15 @@ impl Replica {
             });
             return;
         }
+        // What this replica now shares with the leader: everything up to the batch's end. It
+        // may hold more (entries of an older leader the new one never had); those are not
+        // vouched for, and the leader's next entries at those indexes replace them.
+        let shared = Position(
+            request
+                .prev
+                .map_or(0, |p| p.index.0 + 1)
+                .saturating_add(request.entries.len() as u64),
+        );
         // Skip what we already hold; move aside what conflicts; append the rest.
         let mut fresh = Vec::new();
         let mut truncate_from = None;
@@ -1406,15 +1491,14 @@ impl Replica {
             self.truncate_local(from);
         }
         let _ = now;
-        if fresh.is_empty() && truncate_from.is_none() {
-            let len = self.log.len();
-            self.reply_when_durable(token, Reply::Append(Ok(AppendReply::Appended { len })));
-            return;
+        if !fresh.is_empty() || truncate_from.is_some() {
+            let appended = self.append_local(fresh);
+            self.persist(None, truncate_from, appended.entries);
         }
-        let appended = self.append_local(fresh);
-        self.persist(None, truncate_from, appended.entries);
-        let len = self.log.len();
-        self.reply_when_durable(token, Reply::Append(Ok(AppendReply::Appended { len })));
+        self.reply_when_durable(
+            token,
+            Reply::Append(Ok(AppendReply::Appended { len: shared })),
+        );
     }
 
     // ----- recovery and candidate sync -----
@@ -1430,6 +1514,7 @@ impl Replica {
         let request = self.request_number();
         let peers = self.settings.peers.clone();
         let deadline = now + self.settings.sync_timeout;
+        let fence = matches!(self.role, Role::Candidate { .. }).then_some(self.term);
         let Some(sync) = self.sync_mut() else {
             return;
         };
@@ -1445,7 +1530,7 @@ impl Replica {
             return;
         }
         for to in peers {
-            self.actions.push(Action::AskStatus { to, request });
+            self.actions.push(Action::AskStatus { to, request, fence });
         }
     }
 
@@ -1472,21 +1557,39 @@ impl Replica {
             return;
         }
         *unanswered = unanswered.saturating_sub(1);
-        if let Ok(status) = status
-            && status.id == from
-            && status.runs.len() <= RUNS_LEN_MAX
-            && valid_runs(&status.runs, status.len)
-            && status.epoch.0 <= EPOCH_MAX
-        {
-            statuses.insert(from, status);
+        let done = *unanswered == 0;
+        match status {
+            Ok(status)
+                if status.id == from
+                    && status.runs.len() <= RUNS_LEN_MAX
+                    && valid_runs(&status.runs, status.len)
+                    && status.epoch.0 <= EPOCH_MAX =>
+            {
+                statuses.insert(from, status);
+            }
+            Err(PeerError::Stale { newest }) if newest > self.term.epoch => {
+                // A newer leader exists: this one cannot lead (or must learn the term first).
+                let term = Term {
+                    epoch: newest,
+                    leader: None,
+                };
+                if matches!(self.role, Role::Candidate { .. }) {
+                    self.step_down(term, "a peer knows a newer epoch");
+                } else {
+                    self.adopt_term(term);
+                }
+                return;
+            }
+            _ => {}
         }
-        if *unanswered == 0 {
+        if done {
             self.choose_source(now);
         }
     }
 
     fn choose_source(&mut self, now: Instant) {
         let recovering = matches!(self.role, Role::Recovering(_));
+        let quorum = self.sync_quorum();
         let Some(sync) = self.sync_mut() else {
             return;
         };
@@ -1495,6 +1598,12 @@ impl Replica {
         else {
             return;
         };
+        if !recovering && statuses.len() + 1 < quorum {
+            // Too few answered to be sure no acknowledged entry is missed: an entry needs
+            // min_copies copies, so any sync_quorum replicas hold at least one of them.
+            self.retry_sync(now);
+            return;
+        }
         if recovering
             && let Some(newest) = statuses.values().max_by_key(|s| s.epoch)
             && newest.epoch > self.term.epoch
@@ -1545,6 +1654,19 @@ impl Replica {
             return;
         }
         self.fetch(now, source.id, source.len);
+    }
+
+    /// How many replicas (this one included) a chosen leader must hear from before it may
+    /// lead: with `min_copies` > 1, every acknowledged entry is on `min_copies` replicas, so any
+    /// `replicas - min_copies + 1` of them hold each one. With one copy (the lab's choice of
+    /// availability) a leader leads with whatever it can reach.
+    fn sync_quorum(&self) -> usize {
+        let replicas = self.settings.peers.len() + 1;
+        if self.settings.min_copies > 1 {
+            replicas + 1 - self.settings.min_copies.min(replicas)
+        } else {
+            1
+        }
     }
 
     fn fetch(&mut self, now: Instant, source: ReplicaId, until: Position) {

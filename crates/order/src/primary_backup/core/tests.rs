@@ -79,6 +79,8 @@ struct World {
     queue: VecDeque<Pending>,
     /// Append tokens answered by a follower: (follower, token) -> (leader, request).
     appends: BTreeMap<(ReplicaId, Token), (ReplicaId, RequestNumber)>,
+    /// Status tokens answered by a peer: (peer, token) -> (asker, request).
+    statuses: BTreeMap<(ReplicaId, Token), (ReplicaId, RequestNumber)>,
     replies: BTreeMap<Token, Reply>,
     next_token: Token,
 }
@@ -93,6 +95,7 @@ impl World {
             cut: Vec::new(),
             queue: VecDeque::new(),
             appends: BTreeMap::new(),
+            statuses: BTreeMap::new(),
             replies: BTreeMap::new(),
             next_token: 1000,
         };
@@ -221,19 +224,21 @@ impl World {
                     );
                 }
             }
-            Action::AskStatus { to, request } => {
-                let status = match self.replicas.get(&to) {
-                    Some(r) => Ok(r.peer_status()),
-                    None => Err(PeerError::Unreachable),
-                };
-                self.send(
-                    me,
-                    Event::Status {
-                        from: to,
-                        request,
-                        status,
-                    },
-                );
+            Action::AskStatus { to, request, fence } => {
+                if self.peer_down(to) || self.cut.contains(&(me, to)) {
+                    self.send(
+                        me,
+                        Event::Status {
+                            from: to,
+                            request,
+                            status: Err(PeerError::Unreachable),
+                        },
+                    );
+                } else {
+                    let token = self.token();
+                    self.statuses.insert((to, token), (me, request));
+                    self.send(to, Event::StatusRequest { token, fence });
+                }
             }
             Action::Fetch {
                 from,
@@ -286,6 +291,25 @@ impl World {
     }
 
     fn answer(&mut self, from: ReplicaId, token: Token, reply: Reply) {
+        if let Some((asker, request)) = self.statuses.remove(&(from, token)) {
+            let status = match reply {
+                Reply::Status(Ok(s)) => Ok(s),
+                Reply::Status(Err(Failure::StaleEpoch { newest, .. })) => {
+                    Err(PeerError::Stale { newest })
+                }
+                Reply::Status(Err(f)) => Err(PeerError::Refused(format!("{f:?}"))),
+                other => panic!("a status request answered with {other:?}"),
+            };
+            self.send(
+                asker,
+                Event::Status {
+                    from,
+                    request,
+                    status,
+                },
+            );
+            return;
+        }
         if let Some((leader, request)) = self.appends.remove(&(from, token)) {
             let reply = match reply {
                 Reply::Append(Ok(r)) => Ok(r),
@@ -625,6 +649,74 @@ fn with_two_copies_required_a_lone_leader_does_not_acknowledge() {
         matches!(reply, Some(Reply::Write(Err(Failure::Uncertain(_))))),
         "{reply:?}"
     );
+}
+
+#[test]
+fn a_candidate_fences_off_the_old_leader_before_copying_from_its_followers() {
+    let mut world = World::new();
+    for r in world.replicas.values_mut() {
+        r.settings.min_copies = 2;
+    }
+    world.notice(3, 1);
+    world.trade(3, TradeType::Sell, 1);
+    // The front-end's notices never reach 1; 2 is chosen and asks 1 for its status with the
+    // new term: 1 adopts it and refuses 3 from then on.
+    world.cut.push((ReplicaId(2), ReplicaId(3)));
+    world.cut.push((ReplicaId(3), ReplicaId(2)));
+    let token = world.token();
+    world.send(
+        ReplicaId(2),
+        Event::Notice {
+            token,
+            notice: LeaderNotice {
+                leader: ReplicaId(2),
+                epoch: Epoch(2),
+                live: vec![ReplicaId(1), ReplicaId(2)],
+            },
+        },
+    );
+    world.settle();
+    assert_eq!(world.replies.remove(&token), Some(Reply::Notice(Ok(()))));
+    assert_eq!(world.replicas[&ReplicaId(1)].term().epoch, Epoch(2));
+    let reply = world.trade(3, TradeType::Sell, 1);
+    assert!(
+        matches!(reply, Reply::Write(Err(Failure::Uncertain(_)))),
+        "the old leader cannot commit with two copies required: {reply:?}"
+    );
+}
+
+#[test]
+fn with_two_copies_required_a_candidate_that_hears_from_nobody_does_not_lead() {
+    let mut world = World::new();
+    for r in world.replicas.values_mut() {
+        r.settings.min_copies = 2;
+    }
+    world.notice(3, 1);
+    world.trade(3, TradeType::Sell, 1);
+    world.crash(ReplicaId(3));
+    world.crash(ReplicaId(2));
+    let token = world.token();
+    world.send(
+        ReplicaId(1),
+        Event::Notice {
+            token,
+            notice: LeaderNotice {
+                leader: ReplicaId(1),
+                epoch: Epoch(2),
+                live: vec![ReplicaId(1)],
+            },
+        },
+    );
+    world.settle();
+    for _ in 0..20 {
+        world.advance(Duration::from_millis(300));
+    }
+    assert!(
+        matches!(world.replies.get(&token), Some(Reply::Notice(Err(_)))),
+        "{:?}",
+        world.replies.get(&token)
+    );
+    assert_ne!(world.role(1), ReplicaRole::Leader);
 }
 
 #[test]
