@@ -6,7 +6,7 @@ use bazaar_sim::{Config, Plant, Profile, run};
 
 #[test]
 fn seeded_runs_in_both_profiles_keep_every_invariant() {
-    for seed in 1..=12 {
+    for seed in 1_u64..=12 {
         let profile = if seed.is_multiple_of(2) {
             Profile::Lab
         } else {
