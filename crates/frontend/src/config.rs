@@ -58,6 +58,10 @@ pub struct Config {
     /// client gets 503.
     #[arg(long, env = "BAZAAR_FAILOVER_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub failover_deadline: Duration,
+
+    /// The operator's dashboard at `/`.
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardConfig,
 }
 
 impl Config {
@@ -72,6 +76,7 @@ impl Config {
             no_cache: false,
             feed_lease: Duration::from_secs(1),
             failover_deadline: crate::leader::FAILOVER_DEADLINE_DEFAULT,
+            dashboard: crate::dashboard::DashboardConfig::default(),
         }
     }
 
@@ -96,6 +101,7 @@ impl Config {
                 self.feed_lease
             ));
         }
+        self.dashboard.validate(self.listen)?;
         if self.failover_deadline.is_zero() || self.failover_deadline > Duration::from_secs(600) {
             return Err(format!(
                 "--failover-deadline {:?} must be from 1ms to 10m",

@@ -26,6 +26,9 @@ pub enum Error {
     /// A service behind the front-end answered something unexpected.
     #[error("{0}")]
     Upstream(String),
+    /// Too much at once (dashboard pages); try again later.
+    #[error("{0}")]
+    Busy(String),
     /// A flag is wrong.
     #[error("{0}")]
     Config(String),
@@ -92,7 +95,9 @@ impl From<&Error> for ApiError {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::NoReplica(_) | Error::CatalogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoReplica(_) | Error::CatalogUnavailable(_) | Error::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Upstream(_) => {
                 tracing::warn!(error = %err, "upstream failure");
                 StatusCode::BAD_GATEWAY
