@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use bazaar_cluster::{Cluster, ClusterSpec, LogTarget, Role};
+use bazaar_frontend::dashboard::DashboardMode;
 
 use crate::Failure;
+use crate::cmd::demo;
 use crate::signals::shutdown_token;
 
 /// Most order replicas `up` starts.
@@ -88,6 +90,22 @@ pub struct Args {
     /// Write each service's log to DIR/<service>.log instead of this terminal.
     #[arg(long, env = "BAZAAR_LOG_DIR")]
     log_dir: Option<PathBuf>,
+
+    /// The front-end's dashboard at `/`: `auto` (on when the front-end listens on loopback),
+    /// `on` (or `--dashboard` alone), `off`.
+    #[arg(
+        long,
+        env = "BAZAAR_DASHBOARD",
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "on"
+    )]
+    dashboard: Option<DashboardMode>,
+
+    /// Demonstration controls: the dashboard may kill and restart order replicas and the
+    /// catalog, to watch failover and catch-up. Off by default.
+    #[arg(long, env = "BAZAAR_DEMO")]
+    demo: bool,
 }
 
 /// Starts everything, supervises, stops everything on Ctrl-C or SIGTERM.
@@ -134,6 +152,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         spec.logs = LogTarget::Dir(dir.clone());
     }
     let shutdown = shutdown_token();
+    let mut demo = match demo_controls(&args, &mut spec, &shutdown).await {
+        Ok(demo) => demo,
+        Err(failure) => {
+            shutdown.cancel();
+            return Err(failure);
+        }
+    };
     let start = Cluster::start(spec);
     let mut cluster = tokio::select! {
         started = start => started.map_err(|e| Failure::Runtime(anyhow!(e)))?,
@@ -145,6 +170,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
+            request = demo::next(&mut demo) => {
+                demo::handle(request, &mut cluster, &shutdown).await;
+            }
         }
         for (record, status) in cluster.exited() {
             tracing::warn!(
@@ -160,6 +188,48 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     tracing::info!("stopping every service");
     cluster.shutdown().await;
     Ok(())
+}
+
+/// With `--demo`, starts the control endpoint and points the front-end at it; the dashboard
+/// must be on for the controls to be of use.
+async fn demo_controls(
+    args: &Args,
+    spec: &mut ClusterSpec,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<demo::Control>, Failure> {
+    if let Some(mode) = args.dashboard {
+        let value = match mode {
+            DashboardMode::Auto => "auto",
+            DashboardMode::On => "on",
+            DashboardMode::Off => "off",
+        };
+        spec.extra_args
+            .push((Role::Frontend, vec!["--dashboard".into(), value.into()]));
+    }
+    if !args.demo {
+        return Ok(None);
+    }
+    let mode = args.dashboard.unwrap_or_default();
+    if !mode.serves_on(std::net::SocketAddr::new(args.frontend_host, 0)) {
+        return Err(Failure::Config(anyhow!(
+            "--demo needs the dashboard, which is off for a front-end on {} (add --dashboard)",
+            args.frontend_host
+        )));
+    }
+    let control = demo::start(&args.data_dir, shutdown.clone())
+        .await
+        .map_err(Failure::Runtime)?;
+    spec.extra_args.push((
+        Role::Frontend,
+        vec![
+            "--demo-control-file".into(),
+            std::fs::canonicalize(control.file())
+                .unwrap_or_else(|_| control.file().to_owned())
+                .display()
+                .to_string(),
+        ],
+    ));
+    Ok(Some(control))
 }
 
 fn print_banner(cluster: &Cluster) {
