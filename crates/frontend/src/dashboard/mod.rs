@@ -222,10 +222,7 @@ pub fn mount(
     }
     Ok(public
         .merge(routes.with_state(dashboard))
-        .layer(axum::middleware::from_fn_with_state(
-            traffic,
-            traffic::record,
-        )))
+        .layer(traffic::TrafficLayer::new(traffic)))
 }
 
 impl Dashboard {
@@ -294,7 +291,11 @@ mod tests {
             let router = mounted(mode, local).await;
             let expected = if served { 200 } else { 404 };
             for uri in ["/", "/dashboard/app.js", "/dashboard/app.css"] {
-                assert_eq!(status_of(&router, uri).await, expected, "{mode:?} {local} {uri}");
+                assert_eq!(
+                    status_of(&router, uri).await,
+                    expected,
+                    "{mode:?} {local} {uri}"
+                );
             }
             assert_eq!(status_of(&router, "/health").await, 200, "the API stays");
             assert_eq!(

@@ -1,6 +1,7 @@
 //! The sampler: while at least one page is connected it samples every section every
-//! [`SAMPLE_PERIOD`] (and right after a successful trade or a demonstration action), and
-//! publishes a section only when its JSON changed.
+//! [`SAMPLE_PERIOD`] (and right after a successful trade, at most once per period, or a
+//! demonstration action), and publishes a section only when its JSON changed. The traffic
+//! section is recomputed once per second, as its series move by the second.
 //!
 //! Each section is plain JSON for the page:
 //! - `market`: `{"source", "stocks": [{"name", "price", "quantity", "volume"?, ..}], "error"?}`
@@ -30,8 +31,7 @@ use super::timeline::{TIMELINE_SECONDS, Timeline};
 /// Pause between samples while pages are connected.
 pub const SAMPLE_PERIOD: Duration = Duration::from_millis(250);
 
-/// Shortest pause between samples when trades wake the sampler: a burst of trades makes at
-/// most one sample per gap.
+/// Pause between a trade waking the sampler and the sample, so a burst of trades makes one.
 const SAMPLE_GAP_MIN: Duration = Duration::from_millis(50);
 
 /// How long a back-end may take to answer a health or listing request. A healthy service on
@@ -151,6 +151,8 @@ pub struct Memory {
     version: u64,
     last_nudge: Option<Instant>,
     nudging: bool,
+    /// The second of the last traffic view.
+    traffic_second: Option<u64>,
 }
 
 impl Default for Memory {
@@ -163,6 +165,7 @@ impl Default for Memory {
             version: 0,
             last_nudge: None,
             nudging: false,
+            traffic_second: None,
         }
     }
 }
@@ -182,13 +185,17 @@ pub(super) async fn run(dashboard: Dashboard) {
     dashboard.memory().cache_timeline.reset_baseline();
     dashboard.inner.metrics.sampling.set(1);
     let stop = dashboard.inner.stop.clone();
+    // A trade may bring the next sample forward once per period: the page shows a trade at
+    // once, and under steady load the sampler still takes at most two samples per period.
+    let mut early_allowed = true;
     loop {
         sample(&dashboard).await;
         dashboard.inner.metrics.samples.inc();
         tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep(SAMPLE_PERIOD) => {}
-            () = dashboard.inner.traffic.trade_done() => {
+            () = tokio::time::sleep(SAMPLE_PERIOD) => early_allowed = true,
+            () = dashboard.inner.traffic.trade_done(), if early_allowed => {
+                early_allowed = false;
                 tokio::time::sleep(SAMPLE_GAP_MIN).await;
             }
             () = dashboard.inner.wake.notified() => {}
@@ -220,14 +227,32 @@ async fn sample(dashboard: &Dashboard) {
         cache(dashboard),
         demo(dashboard)
     );
-    let traffic = serde_json::to_value(dashboard.inner.traffic.view(Instant::now()))
-        .expect("the traffic view serialises");
     let mut sections = vec![
         (Section::Market, market),
         (Section::Cluster, cluster),
         (Section::Cache, cache),
-        (Section::Traffic, traffic),
     ];
+    // The traffic view moves by the second; recomputing it more often would only resend
+    // the bin being filled.
+    let now = Instant::now();
+    let second = dashboard.inner.traffic.second_at(now);
+    let due = {
+        let mut memory = dashboard.memory();
+        let due = memory.traffic_second != Some(second)
+            || dashboard
+                .inner
+                .snapshot
+                .borrow()
+                .get(Section::Traffic)
+                .is_none();
+        memory.traffic_second = Some(second);
+        due
+    };
+    if due {
+        let traffic = serde_json::to_value(dashboard.inner.traffic.view(now))
+            .expect("the traffic view serialises");
+        sections.push((Section::Traffic, traffic));
+    }
     if let Some(demo) = demo {
         sections.push((Section::Demo, demo));
     }
