@@ -164,7 +164,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         started = start => started.map_err(|e| Failure::Runtime(anyhow!(e)))?,
         () = shutdown.cancelled() => return Ok(()),
     };
-    print_banner(&cluster);
+    let dashboard = args
+        .dashboard
+        .unwrap_or_default()
+        .serves_on(std::net::SocketAddr::new(args.frontend_host, 0));
+    print_banner(&cluster, dashboard.then_some(demo.is_some()));
     let mut ticks = tokio::time::interval(SUPERVISE_INTERVAL);
     loop {
         tokio::select! {
@@ -232,7 +236,8 @@ async fn demo_controls(
     Ok(Some(control))
 }
 
-fn print_banner(cluster: &Cluster) {
+/// `dashboard`: `None` when it is off, else whether it has demonstration controls.
+fn print_banner(cluster: &Cluster, dashboard: Option<bool>) {
     let spec = cluster.spec();
     println!();
     println!(
@@ -254,6 +259,17 @@ fn print_banner(cluster: &Cluster) {
     }
     println!("  cluster file: {}", cluster.file_path().display());
     println!();
+    if let Some(demo) = dashboard {
+        println!(
+            "Dashboard: {}/{}",
+            cluster.frontend_url(),
+            if demo {
+                "  (with kill and restart buttons)"
+            } else {
+                ""
+            }
+        );
+    }
     println!("Try:  curl {}/stocks/GameStart", cluster.frontend_url());
     println!("Ctrl-C stops everything.");
     println!();

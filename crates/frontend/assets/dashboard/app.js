@@ -129,7 +129,7 @@
     const values_ = Array.isArray(values) ? values.map((v) => num(v) || 0) : [];
     const max = area(row.querySelector('svg'), values_);
     const last = values_.length ? values_[values_.length - 1] : 0;
-    const text = last + ' now, max ' + (values_.some((v) => v > 0) ? max : 0);
+    const text = count(last) + ' now, max ' + count(values_.some((v) => v > 0) ? max : 0);
     setText(row.querySelector('.spark-value'), text);
     row.querySelector('svg').setAttribute('aria-label', row.querySelector('.spark-label').textContent + ' ' + unit + ': ' + text);
   }
