@@ -152,13 +152,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         spec.logs = LogTarget::Dir(dir.clone());
     }
     let shutdown = shutdown_token();
-    let mut demo = match demo_controls(&args, &mut spec, &shutdown).await {
-        Ok(demo) => demo,
-        Err(failure) => {
-            shutdown.cancel();
-            return Err(failure);
-        }
-    };
+    let mut demo = demo_controls(&args, &mut spec, &shutdown).await?;
     let start = Cluster::start(spec);
     let mut cluster = tokio::select! {
         started = start => started.map_err(|e| Failure::Runtime(anyhow!(e)))?,
