@@ -46,6 +46,11 @@ pub enum ErrorKind {
     /// The replica cannot reach a majority of its peers (raft): nothing can be committed until
     /// a partition heals, so retrying soon does not help.
     NoQuorum,
+    /// No service of that name in the cluster (the demonstration controls of `bazaar up`).
+    UnknownService,
+    /// The service is already in the state asked for: killing a stopped one, starting a
+    /// running one.
+    ServiceState,
     /// A write that may or may not have taken effect: retry it with the same request id.
     Uncertain,
     /// No replica or catalog could serve the request in time.
@@ -67,11 +72,15 @@ impl ErrorKind {
         match self {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
-            Self::UnknownRoute | Self::UnknownStock | Self::UnknownOrder => 404,
-            Self::MethodNotAllowed => 405,
-            Self::InsufficientStock | Self::AmountLimit | Self::EpochClaimed | Self::WrongMode => {
-                409
+            Self::UnknownRoute | Self::UnknownStock | Self::UnknownOrder | Self::UnknownService => {
+                404
             }
+            Self::MethodNotAllowed => 405,
+            Self::InsufficientStock
+            | Self::AmountLimit
+            | Self::EpochClaimed
+            | Self::WrongMode
+            | Self::ServiceState => 409,
             Self::StaleEpoch => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

@@ -39,6 +39,8 @@ enum Command {
     Frontend(bazaar_frontend::Config),
     /// Check that replica logs are identical and gap-free and match the catalog's trades.
     Verify(cmd::verify::Args),
+    /// Print the cluster table: each service's health, role, epoch, last order and lag.
+    Status(cmd::status::Args),
     /// Load generator: K clients look up, trade and read back every order; reports latency.
     Client(cmd::client::Args),
     /// Evaluation sweep: latency vs trade probability, cache on and off, with CSV and plots.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Command::Order(config) => cmd::serve::order(config).await,
             Command::Frontend(config) => cmd::serve::frontend(config).await,
             Command::Verify(args) => cmd::verify::run(&args),
+            Command::Status(args) => cmd::status::run(args).await,
             Command::Client(args) => cmd::client::run(args).await,
             Command::Eval(args) => cmd::eval::run(args).await,
             Command::Chaos(args) => cmd::chaos::run(args).await,

@@ -79,6 +79,10 @@ pub struct Config {
     /// client gets 503.
     #[arg(long, env = "BAZAAR_FAILOVER_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub failover_deadline: Duration,
+
+    /// The operator's dashboard at `/`.
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardConfig,
 }
 
 impl Config {
@@ -92,6 +96,7 @@ impl Config {
             cache_size: CACHE_SIZE_DEFAULT,
             no_cache: false,
             failover_deadline: crate::leader::FAILOVER_DEADLINE_DEFAULT,
+            dashboard: crate::dashboard::DashboardConfig::default(),
         }
     }
 
@@ -115,6 +120,7 @@ impl Config {
                 self.cache_size
             ));
         }
+        self.dashboard.validate(self.listen)?;
         if self.failover_deadline.is_zero() || self.failover_deadline > Duration::from_secs(600) {
             return Err(format!(
                 "--failover-deadline {:?} must be from 1ms to 10m",

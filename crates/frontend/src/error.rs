@@ -29,6 +29,9 @@ pub enum Error {
     /// A service behind the front-end answered something unexpected.
     #[error("{0}")]
     Upstream(String),
+    /// Too much at once (dashboard pages); try again later.
+    #[error("{0}")]
+    Busy(String),
     /// A flag is wrong.
     #[error("{0}")]
     Config(String),
@@ -93,6 +96,7 @@ impl Error {
             Self::Refused { kind, .. } => *kind,
             Self::BadRequest(_) => ErrorKind::BadRequest,
             Self::NoReplica(_) | Self::CatalogUnavailable(_) => ErrorKind::Unavailable,
+            Self::Busy(_) => ErrorKind::Overloaded,
             Self::Upstream(_) | Self::Config(_) => ErrorKind::Internal,
         }
     }

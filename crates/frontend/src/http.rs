@@ -223,6 +223,7 @@ mod tests {
             .map(|l| l.trim().trim_end_matches(':'))
             .collect();
         let mut expected = ROUTES.to_vec();
+        expected.extend(crate::dashboard::ROUTES);
         expected.sort_unstable();
         let mut found = documented.clone();
         found.sort_unstable();

@@ -10,10 +10,12 @@
 //! - [`catalogs`] — lookups from any catalog at a minimum log position.
 //! - [`leader`] — leader selection and failover.
 //! - [`http`] — routes; [`error`]: errors and the one place they become responses.
+//! - [`dashboard`] — the operator's live page at `/`.
 
 pub mod cache;
 pub mod catalogs;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod feed;
 pub mod http;
@@ -101,14 +103,31 @@ async fn run(
         )
         .in_current_span(),
     );
-    let router = bazaar_service::finish_router(
-        http::router(http::AppState {
-            cache,
-            catalogs,
-            leader,
-        }),
-        metrics,
-    );
+    let public = http::router(http::AppState {
+        cache,
+        catalogs,
+        leader,
+    });
+    let sources = dashboard::Sources {
+        http: http.clone(),
+        replicas: config
+            .replicas
+            .0
+            .iter()
+            .map(|(id, url)| (id.0, url.clone()))
+            .collect(),
+        catalogs: config.catalogs.0.clone(),
+    };
+    let app = dashboard::mount(
+        public,
+        &config.dashboard,
+        local,
+        sources,
+        &metrics,
+        &tasks,
+        &stop,
+    )?;
+    let router = bazaar_service::finish_router(app, metrics);
     tracing::info!(addr = %local, caching = !config.no_cache, cache_size = config.cache_size, "front-end listening");
     let served = bazaar_service::serve(listener, router, stop.clone()).await;
     stop.cancel();

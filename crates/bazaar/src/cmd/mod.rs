@@ -2,7 +2,9 @@
 
 pub mod chaos;
 pub mod client;
+pub mod demo;
 pub mod eval;
 pub mod serve;
+pub mod status;
 pub mod up;
 pub mod verify;

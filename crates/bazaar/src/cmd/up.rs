@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use bazaar_cluster::{Cluster, ClusterSpec, LogTarget, Role};
+use bazaar_frontend::dashboard::DashboardMode;
 
 use crate::Failure;
+use crate::cmd::demo;
 use crate::signals::shutdown_token;
 
 /// Most order replicas `up` starts.
@@ -93,6 +95,22 @@ pub struct Args {
     /// Write each service's log to DIR/<service>.log instead of this terminal.
     #[arg(long, env = "BAZAAR_LOG_DIR")]
     log_dir: Option<PathBuf>,
+
+    /// The front-end's dashboard at `/`: `auto` (on when the front-end listens on loopback),
+    /// `on` (or `--dashboard` alone), `off`.
+    #[arg(
+        long,
+        env = "BAZAAR_DASHBOARD",
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "on"
+    )]
+    dashboard: Option<DashboardMode>,
+
+    /// Demonstration controls: the dashboard may kill and restart order replicas and the
+    /// catalog, to watch failover and catch-up. Off by default.
+    #[arg(long, env = "BAZAAR_DEMO")]
+    demo: bool,
 }
 
 /// Starts everything, supervises, stops everything on Ctrl-C or SIGTERM.
@@ -147,17 +165,25 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         spec.logs = LogTarget::Dir(dir.clone());
     }
     let shutdown = shutdown_token();
+    let mut demo = demo_controls(&args, &mut spec, &shutdown).await?;
     let start = Cluster::start(spec);
     let mut cluster = tokio::select! {
         started = start => started.map_err(|e| Failure::Runtime(anyhow!(e)))?,
         () = shutdown.cancelled() => return Ok(()),
     };
-    print_banner(&cluster);
+    let dashboard = args
+        .dashboard
+        .unwrap_or_default()
+        .serves_on(std::net::SocketAddr::new(args.frontend_host, 0));
+    print_banner(&cluster, dashboard.then_some(demo.is_some()));
     let mut ticks = tokio::time::interval(SUPERVISE_INTERVAL);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
+            request = demo::next(&mut demo) => {
+                demo::handle(request, &mut cluster, &shutdown).await;
+            }
         }
         for (record, status) in cluster.exited() {
             tracing::warn!(
@@ -175,7 +201,50 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_banner(cluster: &Cluster) {
+/// With `--demo`, starts the control endpoint and points the front-end at it; the dashboard
+/// must be on for the controls to be of use.
+async fn demo_controls(
+    args: &Args,
+    spec: &mut ClusterSpec,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<demo::Control>, Failure> {
+    if let Some(mode) = args.dashboard {
+        let value = match mode {
+            DashboardMode::Auto => "auto",
+            DashboardMode::On => "on",
+            DashboardMode::Off => "off",
+        };
+        spec.extra_args
+            .push((Role::Frontend, vec!["--dashboard".into(), value.into()]));
+    }
+    if !args.demo {
+        return Ok(None);
+    }
+    let mode = args.dashboard.unwrap_or_default();
+    if !mode.serves_on(std::net::SocketAddr::new(args.frontend_host, 0)) {
+        return Err(Failure::Config(anyhow!(
+            "--demo needs the dashboard, which is off for a front-end on {} (add --dashboard)",
+            args.frontend_host
+        )));
+    }
+    let control = demo::start(&args.data_dir, shutdown.clone())
+        .await
+        .map_err(Failure::Runtime)?;
+    spec.extra_args.push((
+        Role::Frontend,
+        vec![
+            "--demo-control-file".into(),
+            std::fs::canonicalize(control.file())
+                .unwrap_or_else(|_| control.file().to_owned())
+                .display()
+                .to_string(),
+        ],
+    ));
+    Ok(Some(control))
+}
+
+/// `dashboard`: `None` when it is off, else whether it has demonstration controls.
+fn print_banner(cluster: &Cluster, dashboard: Option<bool>) {
     let spec = cluster.spec();
     println!();
     println!(
@@ -199,6 +268,17 @@ fn print_banner(cluster: &Cluster) {
     }
     println!("  cluster file: {}", cluster.file_path().display());
     println!();
+    if let Some(demo) = dashboard {
+        println!(
+            "Dashboard: {}/{}",
+            cluster.frontend_url(),
+            if demo {
+                "  (with kill and restart buttons)"
+            } else {
+                ""
+            }
+        );
+    }
     println!("Try:  curl {}/stocks/GameStart", cluster.frontend_url());
     println!("Ctrl-C stops everything.");
     println!();

@@ -6,8 +6,10 @@ mod support;
 
 mod api;
 mod bad_input;
+mod browser;
 mod cache;
 mod cli;
+mod dashboard;
 mod failover;
 mod raft;
 mod restart;

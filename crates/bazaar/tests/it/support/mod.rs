@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod up;
+pub mod webdriver;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
