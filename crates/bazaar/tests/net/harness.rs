@@ -140,7 +140,7 @@ fn a_lab_leaves_nothing_behind_also_after_a_panic() {
             ])
             .spawn()
             .expect("sleep in host a");
-        tx.send((lab.run().to_string(), sleeper.id()))
+        tx.send((lab.run().to_string(), sleeper))
             .expect("test waits");
         panic!("planted failure");
     });
