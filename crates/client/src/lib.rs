@@ -14,6 +14,7 @@
 //! - [`plot`] — the figures, as PNG and SVG with an embedded font.
 //! - [`verify`] — consistency checks over a data directory's databases.
 //! - [`chaos`] — kills and restarts replicas under load, then checks nothing was lost.
+//! - [`netchaos`] — network faults on test hosts under recorded load, then the checks.
 //! - [`error`] — why a run could not be carried out.
 
 pub mod cache_timeline;
@@ -25,6 +26,7 @@ pub mod eval;
 pub mod history;
 pub mod linearizable;
 pub mod load;
+pub mod netchaos;
 pub mod plot;
 pub mod report;
 pub mod stats;
