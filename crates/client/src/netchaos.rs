@@ -250,17 +250,8 @@ impl std::fmt::Display for NetChaosReport {
         )?;
         writeln!(
             f,
-            "{:>7}  {:>6}  {:<52} {:>5} {:>5} {:>5} {:>7} {:>8} {:>8}  {}",
-            "at s",
-            "for s",
-            "fault",
-            "ops",
-            "ok",
-            "unkn",
-            "trades",
-            "p99 ms",
-            "max ms",
-            "first trade after heal"
+            "{:>7}  {:>6}  {:<52} {:>5} {:>5} {:>5} {:>7} {:>8} {:>8}  first trade after heal",
+            "at s", "for s", "fault", "ops", "ok", "unkn", "trades", "p99 ms", "max ms",
         )?;
         for r in &self.schedule {
             let after = r

@@ -525,110 +525,10 @@ impl<'a> Drawing<(&'a str, &'a CacheTimeline)> for TimelineDrawing {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use bazaar_api::Version;
-    use bazaar_api::client::{CacheEntryView, CacheView};
-
-    use super::*;
-    use crate::cache_timeline::CacheSample;
-
-    fn assert_png_and_svg(files: &[PathBuf]) {
-        assert_eq!(files.len(), 2);
-        let png = std::fs::read(&files[0]).expect("png written");
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{:?}", files[0]);
-        let svg = std::fs::read_to_string(&files[1]).expect("svg written");
-        assert!(
-            svg.contains("<svg") && svg.contains("<text"),
-            "{:?}",
-            files[1]
-        );
-    }
-
-    #[test]
-    fn latency_figures_draw_with_and_without_data() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let point = |p: f64, p50: f64| LatencyPoint {
-            p,
-            mean_us: p50 * 1.2,
-            p50_us: p50,
-            p99_us: p50 * 5.0,
-        };
-        let series = [
-            LatencySeries {
-                label: "cache on".into(),
-                points: vec![point(0.0, 80.0), point(0.4, 150.0), point(0.8, 300.0)],
-            },
-            LatencySeries {
-                label: "cache off".into(),
-                points: vec![point(0.0, 400.0), point(0.8, 900.0)],
-            },
-        ];
-        let files = latency_figure(&dir.path().join("full"), "Lookup", &series).expect("drawn");
-        assert_png_and_svg(&files);
-        let empty = [LatencySeries {
-            label: "cache on".into(),
-            points: Vec::new(),
-        }];
-        let files = latency_figure(&dir.path().join("empty"), "Trade", &empty).expect("drawn");
-        assert_png_and_svg(&files);
-    }
-
-    #[test]
-    fn a_timeline_draws_even_from_no_samples() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let view = |names: &[&str], evictions: u64| CacheView {
-            capacity: 2,
-            hits: 0,
-            misses: 0,
-            evictions,
-            invalidations: 0,
-            enabled: true,
-            entries: names
-                .iter()
-                .map(|n| CacheEntryView {
-                    name: (*n).into(),
-                    version: Version(1),
-                })
-                .collect(),
-        };
-        let samples = [
-            CacheSample {
-                at: Duration::ZERO,
-                view: view(&["A", "B"], 0),
-            },
-            CacheSample {
-                at: Duration::from_millis(20),
-                view: view(&["C", "A"], 1),
-            },
-        ];
-        let stocks = ["A".to_owned(), "B".to_owned(), "C".to_owned()];
-        let timeline = CacheTimeline::from_samples(&samples, &stocks);
-        let files =
-            cache_timeline_figure(&dir.path().join("t"), "Cache", &timeline).expect("drawn");
-        assert_png_and_svg(&files);
-        let empty = CacheTimeline::from_samples(&[], &stocks);
-        let files = cache_timeline_figure(&dir.path().join("e"), "Cache", &empty).expect("drawn");
-        assert_png_and_svg(&files);
-    }
-
-    #[test]
-    fn microseconds_are_labelled_readably() {
-        assert_eq!(format_us(80.0), "80µs");
-        assert_eq!(format_us(2.5), "2.5µs");
-        assert_eq!(format_us(1500.0), "1.5ms");
-        assert_eq!(format_us(25_000.0), "25ms");
-        assert_eq!(format_us(2_000_000.0), "2s");
-        assert_eq!(log_label(200.0), "200µs");
-        assert_eq!(log_label(5000.0), "5ms");
-        assert_eq!(log_label(300.0), "");
-        assert_eq!(log_label(0.0), "");
-    }
-}
-
 struct FaultTimelineDrawing;
+
+/// One series of the latency panel, read from a bucket.
+type BucketValue = fn(&Bucket) -> Option<f64>;
 
 type FaultTimelineInputs<'a> = (&'a str, &'a [Bucket], &'a [FaultSpan]);
 
@@ -682,7 +582,7 @@ impl<'a> Drawing<FaultTimelineInputs<'a>> for FaultTimelineDrawing {
                 )
             }))
             .map_err(text)?;
-        let series: [(&str, RGBColor, fn(&Bucket) -> Option<f64>); 3] = [
+        let series: [(&str, RGBColor, BucketValue); 3] = [
             ("trade p50", SERIES_COLOURS[0], |b| b.trade_p50_ms),
             ("trade p99", SERIES_COLOURS[1], |b| b.trade_p99_ms),
             ("slowest request", SERIES_COLOURS[3], |b| b.max_ms),
@@ -791,5 +691,108 @@ impl<'a> Drawing<FaultTimelineInputs<'a>> for FaultTimelineDrawing {
                 .map_err(text)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bazaar_api::Version;
+    use bazaar_api::client::{CacheEntryView, CacheView};
+
+    use super::*;
+    use crate::cache_timeline::CacheSample;
+
+    fn assert_png_and_svg(files: &[PathBuf]) {
+        assert_eq!(files.len(), 2);
+        let png = std::fs::read(&files[0]).expect("png written");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{:?}", files[0]);
+        let svg = std::fs::read_to_string(&files[1]).expect("svg written");
+        assert!(
+            svg.contains("<svg") && svg.contains("<text"),
+            "{:?}",
+            files[1]
+        );
+    }
+
+    #[test]
+    fn latency_figures_draw_with_and_without_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let point = |p: f64, p50: f64| LatencyPoint {
+            p,
+            mean_us: p50 * 1.2,
+            p50_us: p50,
+            p99_us: p50 * 5.0,
+        };
+        let series = [
+            LatencySeries {
+                label: "cache on".into(),
+                points: vec![point(0.0, 80.0), point(0.4, 150.0), point(0.8, 300.0)],
+            },
+            LatencySeries {
+                label: "cache off".into(),
+                points: vec![point(0.0, 400.0), point(0.8, 900.0)],
+            },
+        ];
+        let files = latency_figure(&dir.path().join("full"), "Lookup", &series).expect("drawn");
+        assert_png_and_svg(&files);
+        let empty = [LatencySeries {
+            label: "cache on".into(),
+            points: Vec::new(),
+        }];
+        let files = latency_figure(&dir.path().join("empty"), "Trade", &empty).expect("drawn");
+        assert_png_and_svg(&files);
+    }
+
+    #[test]
+    fn a_timeline_draws_even_from_no_samples() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let view = |names: &[&str], evictions: u64| CacheView {
+            capacity: 2,
+            hits: 0,
+            misses: 0,
+            evictions,
+            invalidations: 0,
+            enabled: true,
+            entries: names
+                .iter()
+                .map(|n| CacheEntryView {
+                    name: (*n).into(),
+                    version: Version(1),
+                })
+                .collect(),
+        };
+        let samples = [
+            CacheSample {
+                at: Duration::ZERO,
+                view: view(&["A", "B"], 0),
+            },
+            CacheSample {
+                at: Duration::from_millis(20),
+                view: view(&["C", "A"], 1),
+            },
+        ];
+        let stocks = ["A".to_owned(), "B".to_owned(), "C".to_owned()];
+        let timeline = CacheTimeline::from_samples(&samples, &stocks);
+        let files =
+            cache_timeline_figure(&dir.path().join("t"), "Cache", &timeline).expect("drawn");
+        assert_png_and_svg(&files);
+        let empty = CacheTimeline::from_samples(&[], &stocks);
+        let files = cache_timeline_figure(&dir.path().join("e"), "Cache", &empty).expect("drawn");
+        assert_png_and_svg(&files);
+    }
+
+    #[test]
+    fn microseconds_are_labelled_readably() {
+        assert_eq!(format_us(80.0), "80µs");
+        assert_eq!(format_us(2.5), "2.5µs");
+        assert_eq!(format_us(1500.0), "1.5ms");
+        assert_eq!(format_us(25_000.0), "25ms");
+        assert_eq!(format_us(2_000_000.0), "2s");
+        assert_eq!(log_label(200.0), "200µs");
+        assert_eq!(log_label(5000.0), "5ms");
+        assert_eq!(log_label(300.0), "");
+        assert_eq!(log_label(0.0), "");
     }
 }
