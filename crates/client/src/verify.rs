@@ -36,8 +36,10 @@ pub struct Report {
     pub stocks: usize,
     /// Confirmed trades in the catalog.
     pub confirmed: usize,
-    /// Problems: any of these makes verify fail.
+    /// Problems: any of these makes verify fail (at most [`LISTED_PER_KIND_MAX`] per kind).
     pub differences: Vec<String>,
+    /// Every problem found, listed or not.
+    pub differences_total: usize,
     /// Observations that are not failures.
     pub notes: Vec<String>,
 }
@@ -51,6 +53,7 @@ impl Report {
 
     fn differ(&mut self, kind_count: &mut usize, text: String) {
         *kind_count += 1;
+        self.differences_total += 1;
         if *kind_count <= LISTED_PER_KIND_MAX {
             self.differences.push(text);
         }
@@ -78,8 +81,16 @@ impl fmt::Display for Report {
             write!(
                 f,
                 "verify: FAILED with {} difference(s)",
-                self.differences.len()
-            )
+                self.differences_total
+            )?;
+            if self.differences_total > self.differences.len() {
+                write!(
+                    f,
+                    " ({} listed, at most {LISTED_PER_KIND_MAX} of each kind)",
+                    self.differences.len()
+                )?;
+            }
+            Ok(())
         }
     }
 }
@@ -468,5 +479,24 @@ mod tests {
         assert!(text.contains("holds 1 orders"), "{text}");
         assert!(text.contains("no replica log holds the order"), "{text}");
         assert!(text.contains("A: quantity 90"), "{text}");
+    }
+
+    #[test]
+    fn the_failure_line_counts_every_difference_not_only_the_listed_ones() {
+        let log: Vec<OrderEntry> = Vec::new();
+        let trades: Vec<TradeRecord> = (0..30)
+            .map(|_| trade(RequestId::new(), TradeType::Sell, 1, TradeState::Confirmed))
+            .collect();
+        let catalog = Snapshot {
+            stocks: vec![stock(130, 30)],
+            trades,
+        };
+        let report = check(&logs(&[log]), &catalog);
+        assert_eq!(report.differences_total, 30);
+        let text = report.to_string();
+        assert!(
+            text.contains("FAILED with 30 difference(s) (20 listed"),
+            "{text}"
+        );
     }
 }
