@@ -47,6 +47,9 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Kill and restart order replicas under load; check no acknowledged order was lost.
     Chaos(cmd::chaos::Args),
+    /// Network faults (partitions, one-way loss, pauses, kills) on test hosts under recorded
+    /// load; check the history for linearizability (needs root and `ip netns`).
+    Netchaos(cmd::netchaos::Args),
 }
 
 /// How a command failed, which decides the exit code.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Client(args) => cmd::client::run(args).await,
             Command::Eval(args) => cmd::eval::run(args).await,
             Command::Chaos(args) => cmd::chaos::run(args).await,
+            Command::Netchaos(args) => cmd::netchaos::run(args).await,
         }
     });
     // Background tasks that ignore shutdown must not keep the process alive.

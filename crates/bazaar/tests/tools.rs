@@ -41,6 +41,7 @@ async fn client_trades_verifies_and_writes_json_against_a_real_system() {
     eprintln!("phase: start a system so the client has something real to verify");
     let cluster = start_system(dir.path()).await;
     let json = dir.path().join("report.json");
+    let history = dir.path().join("history.jsonl");
     let frontend = cluster.frontend_url();
 
     eprintln!("phase: run 2 clients x 20 iterations with trades");
@@ -58,6 +59,8 @@ async fn client_trades_verifies_and_writes_json_against_a_real_system() {
         "3",
         "--json",
         json.to_str().expect("utf-8 path"),
+        "--history",
+        history.to_str().expect("utf-8 path"),
     ])
     .await;
     cluster.shutdown().await;
@@ -75,6 +78,22 @@ async fn client_trades_verifies_and_writes_json_against_a_real_system() {
     let acknowledged = report["orders_recorded"].as_u64().expect("a number");
     assert!(acknowledged > 0, "p = 0.5 over 40 iterations trades");
     assert_eq!(report["orders_verified"].as_u64(), Some(acknowledged));
+
+    eprintln!("phase: the history holds every request, and it is linearizable");
+    let ops = bazaar_client::history::read_jsonl(&history).expect("history written");
+    let count = |f: fn(&bazaar_client::history::Call) -> bool| {
+        ops.iter().filter(|op| f(&op.call)).count() as u64
+    };
+    use bazaar_client::history::Call;
+    assert_eq!(count(|c| matches!(c, Call::StockList)), 1);
+    assert_eq!(count(|c| matches!(c, Call::Lookup { .. })), 40);
+    assert_eq!(
+        count(|c| matches!(c, Call::OrderQuery { .. })),
+        acknowledged
+    );
+    assert!(count(|c| matches!(c, Call::Trade { .. })) >= acknowledged);
+    let checked = bazaar_client::linearizable::check(&ops, std::time::Duration::from_secs(60));
+    assert!(checked.ok(), "{checked}");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -17,6 +17,8 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::history::{ClientHistory, Sent};
 
 /// Largest reply body read, in bytes; the API's replies are far smaller, and the bound keeps a
 /// misbehaving server from exhausting memory.
@@ -75,6 +77,8 @@ pub struct Connection {
     live: Option<Live>,
     /// Connections opened so far.
     connects: u64,
+    /// Where every exchange is recorded, when the run keeps a history.
+    history: Option<ClientHistory>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -103,7 +107,13 @@ impl Connection {
             timeout,
             live: None,
             connects: 0,
+            history: None,
         }
+    }
+
+    /// Records every exchange from now on (request, reply or error, and when) in `history`.
+    pub fn record_into(&mut self, history: ClientHistory) {
+        self.history = Some(history);
     }
 
     /// Times the connection had to be opened again after it broke or timed out.
@@ -129,6 +139,23 @@ impl Connection {
     }
 
     async fn send(&mut self, outgoing: Outgoing<'_>) -> Result<Reply, RequestError> {
+        let (uri, body) = match &outgoing {
+            Outgoing::Get(uri) => (*uri, None),
+            Outgoing::PostJson(uri, body) => (*uri, Some(body.clone())),
+        };
+        let invoked = Instant::now();
+        let result = self.send_timed(outgoing).await;
+        if let Some(history) = &self.history {
+            let sent = match &body {
+                None => Sent::Get(uri.path()),
+                Some(body) => Sent::PostJson(uri.path(), body),
+            };
+            history.record(&sent, invoked, Instant::now(), &result);
+        }
+        result
+    }
+
+    async fn send_timed(&mut self, outgoing: Outgoing<'_>) -> Result<Reply, RequestError> {
         let timeout = self.timeout;
         match tokio::time::timeout(timeout, self.exchange(outgoing)).await {
             Ok(Ok(reply)) => Ok(reply),

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`load`] — the load generator: K clients, lookups and trades, then every order read back.
 //! - [`connection`] — one keep-alive HTTP/1.1 connection per simulated client.
+//! - [`history`] — every operation a client ran, when, and how it ended (JSON lines).
+//! - [`linearizable`] — checks a history against per-stock and per-order models.
 //! - [`endpoint`] — the front-end's base URL, parsed once.
 //! - [`stats`] — latency histograms and their summaries per request type.
 //! - [`report`] — a load run's outcome as a table and as JSON.
@@ -12,6 +14,7 @@
 //! - [`plot`] — the figures, as PNG and SVG with an embedded font.
 //! - [`verify`] — consistency checks over a data directory's databases.
 //! - [`chaos`] — kills and restarts replicas under load, then checks nothing was lost.
+//! - [`netchaos`] — network faults on test hosts under recorded load, then the checks.
 //! - [`error`] — why a run could not be carried out.
 
 pub mod cache_timeline;
@@ -20,7 +23,10 @@ pub mod connection;
 pub mod endpoint;
 pub mod error;
 pub mod eval;
+pub mod history;
+pub mod linearizable;
 pub mod load;
+pub mod netchaos;
 pub mod plot;
 pub mod report;
 pub mod stats;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{Connection, REQUEST_TIMEOUT_DEFAULT, Reply};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::history::Recorder;
 use crate::report::LoadReport;
 use crate::stats::{LatencyStats, RequestKind};
 
@@ -91,6 +92,8 @@ pub struct LoadConfig {
     pub live: Option<Arc<LiveCounters>>,
     /// Ends the load phase early when cancelled (the verify phase still runs).
     pub cancel: Option<CancellationToken>,
+    /// Records every request of every client, when set (client `i` records as `i`).
+    pub history: Option<Recorder>,
 }
 
 /// Counters a run updates while it goes.
@@ -117,6 +120,7 @@ impl LoadConfig {
             progress: false,
             live: None,
             cancel: None,
+            history: None,
         }
     }
 
@@ -196,14 +200,18 @@ impl StockTarget {
 pub async fn run(config: LoadConfig) -> Result<LoadReport> {
     config.validate()?;
     let addr = config.frontend.resolve().await?;
-    let connection = || {
-        Connection::new(
+    let connection = |client: usize| {
+        let mut connection = Connection::new(
             addr,
             config.frontend.authority().clone(),
             config.request_timeout,
-        )
+        );
+        if let Some(history) = &config.history {
+            connection.record_into(history.client(client));
+        }
+        connection
     };
-    let names = stock_names(&mut connection(), &config.frontend).await?;
+    let names = stock_names(&mut connection(0), &config.frontend).await?;
     let plan = Arc::new(Plan {
         stocks: names
             .into_iter()
@@ -219,7 +227,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
     let progress = Progress::start(&config);
     let started = Instant::now();
     let clients = join_all((0..config.clients).map(|index| {
-        let mut client = SimulatedClient::new(index, connection(), config.seed);
+        let mut client = SimulatedClient::new(index, connection(index), config.seed);
         client.live.clone_from(&config.live);
         tokio::spawn(client.trade_loop(Arc::clone(&plan), progress.counter()))
     }))

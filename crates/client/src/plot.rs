@@ -13,6 +13,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::cache_timeline::{CacheTimeline, Departure};
 use crate::error::{Error, Result};
+use crate::netchaos::timeline::{Bucket, FaultSpan};
 
 /// The only font family the figures use.
 const FONT: &str = "sans-serif";
@@ -97,6 +98,34 @@ pub fn cache_timeline_figure(
     let inputs = (title, timeline);
     draw_generic(base, (TIMELINE_WIDTH, height), &inputs, &TimelineDrawing)
 }
+
+/// Faults against what clients saw: trade latency (p50, p99, slowest request) above, answers
+/// and failures per bucket below, each fault a numbered shaded span explained in a key under
+/// the plots. Writes `{base}.png` and `{base}.svg`.
+///
+/// # Errors
+/// A file cannot be written.
+pub fn fault_timeline_figure(
+    base: &Path,
+    title: &str,
+    buckets: &[Bucket],
+    faults: &[FaultSpan],
+) -> Result<Vec<PathBuf>> {
+    let rows = u32::try_from(faults.len()).unwrap_or(u32::MAX);
+    let height = 760 + rows.div_ceil(2).saturating_mul(FAULT_KEY_ROW_HEIGHT);
+    let inputs = (title, buckets, faults);
+    draw_generic(
+        base,
+        (TIMELINE_WIDTH, height),
+        &inputs,
+        &FaultTimelineDrawing,
+    )
+}
+
+/// Height of one line of the fault key, in pixels.
+const FAULT_KEY_ROW_HEIGHT: u32 = 22;
+
+const FAULT_COLOUR: RGBColor = RGBColor(214, 39, 40);
 
 /// A drawing function for any backend. Rust closures cannot be generic, hence a trait.
 trait Drawing<T: ?Sized> {
@@ -492,6 +521,175 @@ impl<'a> Drawing<(&'a str, &'a CacheTimeline)> for TimelineDrawing {
             .border_style(BLACK)
             .draw()
             .map_err(text)?;
+        Ok(())
+    }
+}
+
+struct FaultTimelineDrawing;
+
+/// One series of the latency panel, read from a bucket.
+type BucketValue = fn(&Bucket) -> Option<f64>;
+
+type FaultTimelineInputs<'a> = (&'a str, &'a [Bucket], &'a [FaultSpan]);
+
+impl<'a> Drawing<FaultTimelineInputs<'a>> for FaultTimelineDrawing {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        &(title, buckets, faults): &FaultTimelineInputs<'a>,
+    ) -> Result<(), String> {
+        root.fill(&WHITE).map_err(text)?;
+        let area = root.titled(title, (FONT, 24)).map_err(text)?;
+        let (latency_area, rest) = area.split_vertically(400);
+        let (counts_area, key_area) = rest.split_vertically(300);
+        let end = buckets
+            .last()
+            .map_or(1.0, |b| b.start_s + 0.25)
+            .max(faults.iter().map(|f| f.end_s).fold(0.0, f64::max));
+        let shade = FAULT_COLOUR.mix(0.12).filled();
+
+        let slowest = buckets.iter().filter_map(|b| b.max_ms).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&latency_area)
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..end, (0.1f64..slowest * 3.0).log_scale())
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .y_desc("trade latency (ms, log scale)")
+            .y_labels(30)
+            .y_label_formatter(&|ms| log_label(*ms * 1000.0))
+            .x_label_formatter(&|s| format!("{s:.0} s"))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(text)?;
+        chart
+            .draw_series(
+                faults
+                    .iter()
+                    .map(|f| Rectangle::new([(f.start_s, 0.1), (f.end_s, slowest * 3.0)], shade)),
+            )
+            .map_err(text)?;
+        chart
+            .draw_series(faults.iter().enumerate().map(|(i, f)| {
+                Text::new(
+                    format!("{}", i + 1),
+                    (f.start_s, slowest * 2.0),
+                    (FONT, 15).into_font().color(&FAULT_COLOUR),
+                )
+            }))
+            .map_err(text)?;
+        let series: [(&str, RGBColor, BucketValue); 3] = [
+            ("trade p50", SERIES_COLOURS[0], |b| b.trade_p50_ms),
+            ("trade p99", SERIES_COLOURS[1], |b| b.trade_p99_ms),
+            ("slowest request", SERIES_COLOURS[3], |b| b.max_ms),
+        ];
+        for (label, colour, value) in series {
+            chart
+                .draw_series(buckets.iter().filter_map(|b| {
+                    value(b)
+                        .map(|v| Circle::new((b.start_s + 0.125, v.max(0.1)), 2, colour.filled()))
+                }))
+                .map_err(text)?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(text)?;
+
+        let most = buckets
+            .iter()
+            .map(|b| b.trades_ok.max(b.unknown + b.errors))
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let mut chart = ChartBuilder::on(&counts_area)
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..end, 0f64..most * 1.15)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_desc("time since the start of the run (s)")
+            .y_desc("per 0.25 s")
+            .x_label_formatter(&|s| format!("{s:.0} s"))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(text)?;
+        chart
+            .draw_series(
+                faults
+                    .iter()
+                    .map(|f| Rectangle::new([(f.start_s, 0.0), (f.end_s, most * 1.15)], shade)),
+            )
+            .map_err(text)?;
+        chart
+            .draw_series(LineSeries::new(
+                buckets
+                    .iter()
+                    .map(|b| (b.start_s + 0.125, b.trades_ok as f64)),
+                SERIES_COLOURS[2].stroke_width(2),
+            ))
+            .map_err(text)?
+            .label("trades acknowledged")
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], SERIES_COLOURS[2].stroke_width(2))
+            });
+        chart
+            .draw_series(
+                buckets
+                    .iter()
+                    .filter(|b| b.unknown + b.errors > 0)
+                    .map(|b| {
+                        Rectangle::new(
+                            [
+                                (b.start_s + 0.03, 0.0),
+                                (b.start_s + 0.22, (b.unknown + b.errors) as f64),
+                            ],
+                            FAULT_COLOUR.filled(),
+                        )
+                    }),
+            )
+            .map_err(text)?
+            .label("requests failed or without a reply")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], FAULT_COLOUR.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(text)?;
+
+        // The key: two columns of "n: fault (from - to)".
+        let style = (FONT, 15).into_font().color(&BLACK);
+        let half = faults.len().div_ceil(2);
+        let width = i32::try_from(TIMELINE_WIDTH / 2).unwrap_or(700);
+        for (i, f) in faults.iter().enumerate() {
+            let column = i32::from(i >= half);
+            let row = i32::try_from(if i >= half { i - half } else { i }).unwrap_or(0);
+            let line = format!("{}: {} ({:.1}-{:.1} s)", i + 1, f.label, f.start_s, f.end_s);
+            key_area
+                .draw(&Text::new(
+                    line,
+                    (20 + column * width, 5 + row * 22),
+                    style.clone(),
+                ))
+                .map_err(text)?;
+        }
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! What a local cluster consists of, and the exact command line of each service.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
@@ -51,6 +52,11 @@ pub struct ClusterSpec {
     pub logs: LogTarget,
     /// Extra arguments per role, appended to its command (tuning flags, tests).
     pub extra_args: Vec<(Role, Vec<String>)>,
+    /// Services on hosts of their own, by service name (`catalog-1`, `order-2`, `frontend`):
+    /// each listens on and is reached at its address instead of 127.0.0.1 (`frontend_host`
+    /// for the front-end). The network fault tests put every service in a network namespace
+    /// with an address of its own; the ports stay as chosen.
+    pub hosts: BTreeMap<String, IpAddr>,
 }
 
 impl ClusterSpec {
@@ -74,6 +80,7 @@ impl ClusterSpec {
             rust_log: None,
             logs: LogTarget::Inherit,
             extra_args: Vec::new(),
+            hosts: BTreeMap::new(),
         }
     }
 
@@ -92,23 +99,44 @@ impl ClusterSpec {
         let data_dir = std::fs::canonicalize(&self.data_dir)
             .map_err(|e| Error::Io(format!("cannot resolve {}: {e}", self.data_dir.display())))?;
         let ports = self.ports()?;
-        let url = |port: u16| format!("http://127.0.0.1:{port}");
-        let listen = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port)).to_string();
+        let host = |name: &str| {
+            self.hosts
+                .get(name)
+                .copied()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        };
+        let url = |name: &str, port: u16| format!("http://{}", SocketAddr::new(host(name), port));
+        let listen = |name: &str, port: u16| SocketAddr::new(host(name), port).to_string();
         let exe = self.exe.display().to_string();
         let replicas: Vec<String> = (1..=self.replicas)
-            .map(|id| format!("{id}={}", url(ports.order[usize::from(id) - 1])))
+            .map(|id| {
+                let name = ServiceSpec::name_of(Role::Order, Some(id));
+                format!("{id}={}", url(&name, ports.order[usize::from(id) - 1]))
+            })
             .collect();
         let replicas = replicas.join(",");
-        let catalog_urls: Vec<String> = ports.catalogs.iter().map(|p| url(*p)).collect();
+        let catalogs: Vec<(u8, String, u16)> = ports
+            .catalogs
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let id = u8::try_from(i + 1).expect("at most CATALOGS_MAX catalogs");
+                (id, ServiceSpec::name_of(Role::Catalog, Some(id)), *port)
+            })
+            .collect();
+        let catalog_urls: Vec<String> = catalogs
+            .iter()
+            .map(|(_, name, port)| url(name, *port))
+            .collect();
         let mut services = Vec::new();
 
-        for (i, port) in ports.catalogs.iter().enumerate() {
-            let id = u8::try_from(i + 1).expect("at most CATALOGS_MAX catalogs");
+        for (id, name, port) in &catalogs {
+            let (id, port) = (*id, *port);
             let mut catalog = vec![
                 exe.clone(),
                 "catalog".into(),
                 "--listen".into(),
-                listen(*port),
+                listen(name, port),
                 "--db".into(),
                 path_arg(&data_dir.join(format!("catalog-{id}.db"))),
                 "--replicas".into(),
@@ -120,18 +148,19 @@ impl ClusterSpec {
             if let Some(to) = self.restock_to {
                 catalog.extend(["--restock-to".into(), to.to_string()]);
             }
-            services.push(self.finish(Role::Catalog, Some(id), url(*port), catalog));
+            services.push(self.finish(Role::Catalog, Some(id), url(name, port), catalog));
         }
 
         for id in 1..=self.replicas {
             let port = ports.order[usize::from(id) - 1];
+            let name = ServiceSpec::name_of(Role::Order, Some(id));
             let mut order = vec![
                 exe.clone(),
                 "order".into(),
                 "--id".into(),
                 id.to_string(),
                 "--listen".into(),
-                listen(port),
+                listen(&name, port),
                 "--db".into(),
                 path_arg(&data_dir.join(format!("order-{id}.db"))),
                 "--peers".into(),
@@ -142,14 +171,19 @@ impl ClusterSpec {
             if let Some(stocks) = &self.stocks {
                 order.extend(["--stocks".into(), path_arg(stocks)]);
             }
-            services.push(self.finish(Role::Order, Some(id), url(port), order));
+            services.push(self.finish(Role::Order, Some(id), url(&name, port), order));
         }
 
+        let frontend_host = self
+            .hosts
+            .get(Role::Frontend.as_str())
+            .copied()
+            .unwrap_or(self.frontend_host);
         let mut frontend = vec![
             exe,
             "frontend".into(),
             "--listen".into(),
-            SocketAddr::new(self.frontend_host, ports.frontend).to_string(),
+            SocketAddr::new(frontend_host, ports.frontend).to_string(),
             "--catalogs".into(),
             catalog_urls.join(","),
             "--replicas".into(),
@@ -161,13 +195,10 @@ impl ClusterSpec {
             frontend.extend(["--cache-size".into(), size.to_string()]);
         }
         // Reach the front-end where it listens; a wildcard address is reachable on loopback.
-        let frontend_url = if self.frontend_host.is_unspecified() {
-            url(ports.frontend)
+        let frontend_url = if frontend_host.is_unspecified() {
+            format!("http://127.0.0.1:{}", ports.frontend)
         } else {
-            format!(
-                "http://{}",
-                SocketAddr::new(self.frontend_host, ports.frontend)
-            )
+            format!("http://{}", SocketAddr::new(frontend_host, ports.frontend))
         };
         services.push(self.finish(Role::Frontend, None, frontend_url, frontend));
         Ok(services)
@@ -373,6 +404,48 @@ mod tests {
         assert_eq!(
             frontend.url, "http://10.0.0.5:8080",
             "a specific address is reached there"
+        );
+    }
+
+    #[test]
+    fn services_on_hosts_of_their_own_listen_and_are_reached_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spec = ClusterSpec::new("bazaar".into(), dir.path().to_owned(), 8080);
+        let at = |last: u8| IpAddr::V4(Ipv4Addr::new(10, 77, 0, last));
+        spec.hosts.insert("catalog-1".into(), at(2));
+        spec.hosts.insert("order-1".into(), at(3));
+        spec.hosts.insert("frontend".into(), at(6));
+        let services = spec.services().expect("services");
+        let by_name = |name: &str| {
+            services
+                .iter()
+                .find(|s| s.name() == name)
+                .expect("service")
+                .clone()
+        };
+        assert_eq!(by_name("catalog-1").url, "http://10.77.0.2:8081");
+        assert_eq!(by_name("catalog-2").url, "http://127.0.0.1:8082");
+        assert_eq!(by_name("order-1").url, "http://10.77.0.3:8091");
+        assert_eq!(
+            by_name("order-2").url,
+            "http://127.0.0.1:8092",
+            "a service not named stays on loopback"
+        );
+        assert_eq!(by_name("frontend").url, "http://10.77.0.6:8080");
+        let order = by_name("order-1").command.join(" ");
+        assert!(order.contains("--listen 10.77.0.3:8091"), "{order}");
+        let catalog = by_name("catalog-1").command.join(" ");
+        assert!(catalog.contains("--listen 10.77.0.2:8081"), "{catalog}");
+        assert!(catalog.contains("1=http://10.77.0.3:8091"), "{catalog}");
+        assert!(
+            order.contains("1=http://10.77.0.3:8091,2=http://127.0.0.1:8092"),
+            "{order}"
+        );
+        let frontend = by_name("frontend").command.join(" ");
+        assert!(frontend.contains("--listen 10.77.0.6:8080"), "{frontend}");
+        assert!(
+            frontend.contains("--catalogs http://10.77.0.2:8081,http://127.0.0.1:8082"),
+            "{frontend}"
         );
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use bazaar_client::history::{self, Recorder};
 use bazaar_client::load::{self, LoadConfig, Stop};
 use bazaar_client::{Endpoint, Error};
 
@@ -44,6 +45,11 @@ pub struct Args {
     /// Bound on each request, e.g. 15s.
     #[arg(long, env = "BAZAAR_TIMEOUT", default_value = "15s", value_parser = bazaar_service::parse_duration)]
     timeout: Duration,
+
+    /// Also record every operation (invocation and completion time, request, outcome) and
+    /// write the history to this file as JSON lines.
+    #[arg(long, env = "BAZAAR_HISTORY")]
+    history: Option<PathBuf>,
 }
 
 /// Runs the load, prints the table; fails (exit 1) on any mismatch or failed request.
@@ -59,8 +65,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
     config.request_timeout = args.timeout;
     config.progress = std::io::stderr().is_terminal();
+    let recorder = args.history.as_ref().map(|_| Recorder::new());
+    config.history.clone_from(&recorder);
     let report = load::run(config).await.map_err(failure)?;
     println!("{report}");
+    if let (Some(path), Some(recorder)) = (&args.history, &recorder) {
+        history::write_jsonl(&recorder.ops(), path).map_err(failure)?;
+    }
     if let Some(path) = &args.json {
         report.write_json(path).map_err(failure)?;
     }
