@@ -41,6 +41,9 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Print the cluster table: each service's health, role, epoch, last order and lag.
     Status(cmd::status::Args),
+    /// Print one replica's order log from its database: each entry's index, epoch (raft:
+    /// term), command and outcome.
+    Log(cmd::log::Args),
     /// Load generator: K clients look up, trade and read back every order; reports latency.
     Client(cmd::client::Args),
     /// Evaluation sweep: latency vs trade probability, cache on and off, with CSV and plots.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Frontend(config) => cmd::serve::frontend(config).await,
             Command::Verify(args) => cmd::verify::run(&args),
             Command::Status(args) => cmd::status::run(args).await,
+            Command::Log(args) => cmd::log::run(&args),
             Command::Client(args) => cmd::client::run(args).await,
             Command::Eval(args) => cmd::eval::run(args).await,
             Command::Chaos(args) => cmd::chaos::run(args).await,

@@ -244,3 +244,85 @@ async fn chaos_passes_on_a_healthy_system_and_catches_a_tampered_database() {
     assert!(stdout.contains("verdict: FAILED"), "{stdout}");
     assert!(stdout.contains("the table says"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_prints_each_command_with_what_it_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    eprintln!("phase: a raft system with one trade made and one refused");
+    // Raft logs a refused buy (the apply step refuses it); a primary-backup leader refuses
+    // before it appends, so its log never holds one.
+    let mut spec = ClusterSpec::new(BAZAAR.into(), dir.path().join("data"), 0);
+    spec.logs = LogTarget::Dir(dir.path().join("logs"));
+    spec.replication = "raft".into();
+    let cluster = Cluster::start(spec).await.expect("the system starts");
+    let frontend = cluster.frontend_url();
+    let http = reqwest::Client::new();
+    let trade = |quantity: u64| {
+        http.post(format!("{frontend}/orders"))
+            .json(&serde_json::json!({"name": "FishCo", "type": "buy", "quantity": quantity}))
+            .send()
+    };
+    let made = trade(3).await.expect("trade");
+    assert_eq!(made.status(), 200);
+    let refused = trade(999_999).await.expect("trade");
+    assert_eq!(refused.status(), 409, "more than there is");
+    cluster.shutdown().await;
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+
+    eprintln!("phase: --json lists the genesis, the order and the refusal");
+    let out = bazaar(&["log", "--data-dir", data, "--replica", "2", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(log["mode"], "raft");
+    assert_eq!(log["orders"], 1);
+    let entries = log["entries"].as_array().expect("entries");
+    assert!(
+        entries.iter().any(|e| e["command"]["op"] == "genesis"),
+        "{log}"
+    );
+    let trades: Vec<_> = entries
+        .iter()
+        .filter(|e| e["command"]["op"] == "trade")
+        .map(|e| (e["command"]["quantity"].clone(), e["outcome"].clone()))
+        .collect();
+    assert_eq!(
+        trades,
+        [
+            (
+                serde_json::json!(3),
+                serde_json::json!({"result": "order", "number": 0})
+            ),
+            (
+                serde_json::json!(999_999),
+                serde_json::json!({"result": "refused"})
+            ),
+        ],
+        "{log}"
+    );
+
+    eprintln!("phase: text names the term column, CSV has a header and one row per command");
+    let out = bazaar(&["log", "--data-dir", data, "--replica", "1"]).await;
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("raft log"), "{stdout}");
+    assert!(stdout.contains("term"), "{stdout}");
+    assert!(stdout.contains("order #0"), "{stdout}");
+    assert!(stdout.contains("refused"), "{stdout}");
+    let out = bazaar(&["log", "--data-dir", data, "--replica", "3", "--csv"]).await;
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("index,term,op,name,type,quantity,request_id,outcome,number,moved_aside")
+    );
+    assert_eq!(lines.count(), entries.len(), "{stdout}");
+
+    eprintln!("phase: a replica with no file is named with the ones that exist");
+    let out = bazaar(&["log", "--data-dir", data, "--replica", "7"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("replicas in"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -34,7 +34,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         ))
     })?;
     let view = probe_all(&file).await;
-    print!("{}", render(&file, &args.data_dir, &view));
+    super::print_out(&render(&file, &args.data_dir, &view)).map_err(Failure::Runtime)?;
     if view.all_up() {
         Ok(())
     } else {
