@@ -104,6 +104,8 @@ async fn bad_client_flags_give_one_line_and_exit_2() {
         (vec!["--iterations", "0"], "--iterations 0"),
         (vec!["--frontend", "ftp://127.0.0.1:1"], "only http"),
         (vec!["--frontend", "127.0.0.1:8080"], "no scheme"),
+        (vec!["--bad-requests", "1.5"], "--bad-requests 1.5"),
+        (vec!["--bad-requests=-0.1"], "--bad-requests -0.1"),
     ] {
         let mut full = vec!["client"];
         full.extend(&args);
@@ -324,5 +326,71 @@ async fn log_prints_each_command_with_what_it_did() {
         text(&out.stderr).contains("replicas in"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mixes_in_invalid_requests_and_prints_every_exchange() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = start_system(dir.path()).await;
+    let frontend = cluster.frontend_url();
+    let out = bazaar(&[
+        "client",
+        "--frontend",
+        &frontend,
+        "--clients",
+        "2",
+        "--iterations",
+        "30",
+        "--seed",
+        "5",
+        "--bad-requests",
+        "0.5",
+        "--verbose",
+    ])
+    .await;
+    cluster.shutdown().await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+
+    eprintln!("phase: every invalid request got its documented error");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("invalid requests:"))
+        .unwrap_or_else(|| panic!("no invalid-request line: {stdout}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.trim_end_matches(',').parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert!(numbers[0] > 10, "p = 0.5 over 60 iterations: {line}");
+    assert_eq!(numbers[0], numbers[1], "{line}");
+
+    eprintln!("phase: --verbose printed each exchange, the invalid ones with their errors");
+    let exchanges: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("client "))
+        .collect();
+    assert!(
+        exchanges.len() as u64 >= 60 + numbers[0],
+        "{} lines: {stderr}",
+        exchanges.len()
+    );
+    for needle in [
+        "GET /stocks/NoSuchStock -> 404",
+        "\"type\":\"steal\"",
+        "-> 400",
+        "\"kind\":\"unknown_order\"",
+    ] {
+        assert!(
+            exchanges.iter().any(|l| l.contains(needle)),
+            "no exchange with {needle:?}: {stderr}"
+        );
+    }
+    assert!(
+        exchanges
+            .iter()
+            .any(|l| l.contains("GET /stocks/") && l.contains("-> 200")),
+        "{stderr}"
     );
 }

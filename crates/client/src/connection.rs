@@ -79,6 +79,8 @@ pub struct Connection {
     connects: u64,
     /// Where every exchange is recorded, when the run keeps a history.
     history: Option<ClientHistory>,
+    /// When set, every exchange is printed to stderr under this label.
+    print_label: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -108,7 +110,14 @@ impl Connection {
             live: None,
             connects: 0,
             history: None,
+            print_label: None,
         }
+    }
+
+    /// Prints every exchange from now on to stderr, one line each, under `label`
+    /// (`bazaar client --verbose`).
+    pub fn print_exchanges(&mut self, label: String) {
+        self.print_label = Some(label);
     }
 
     /// Records every exchange from now on (request, reply or error, and when) in `history`.
@@ -144,7 +153,24 @@ impl Connection {
             Outgoing::PostJson(uri, body) => (*uri, Some(body.clone())),
         };
         let invoked = Instant::now();
+        let method = match &outgoing {
+            Outgoing::Get(_) => "GET",
+            Outgoing::PostJson(..) => "POST",
+        };
         let result = self.send_timed(outgoing).await;
+        if let Some(label) = &self.print_label {
+            eprintln!(
+                "{}",
+                exchange_line(
+                    label,
+                    method,
+                    uri,
+                    body.as_deref(),
+                    invoked.elapsed(),
+                    &result
+                )
+            );
+        }
         if let Some(history) = &self.history {
             let sent = match &body {
                 None => Sent::Get(uri.path()),
@@ -303,4 +329,36 @@ enum Unsent {
     Returned(Box<Request<Full<Bytes>>>, hyper::Error),
     /// The request may have been sent: not safe to repeat.
     Failed(String),
+}
+
+/// Longest body shown in a printed exchange.
+const PRINTED_BODY_MAX: usize = 300;
+
+/// One exchange as `bazaar client --verbose` prints it.
+fn exchange_line(
+    label: &str,
+    method: &str,
+    uri: &Uri,
+    body: Option<&[u8]>,
+    took: Duration,
+    result: &Result<Reply, RequestError>,
+) -> String {
+    let shown = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(PRINTED_BODY_MAX)]);
+        let cut = if bytes.len() > PRINTED_BODY_MAX {
+            "…"
+        } else {
+            ""
+        };
+        format!("{}{cut}", text.replace(['\n', '\r'], " "))
+    };
+    let sent = body.map(|b| format!(" {}", shown(b))).unwrap_or_default();
+    let got = match result {
+        Ok(reply) => format!("{} {}", reply.status.as_u16(), shown(&reply.body)),
+        Err(e) => format!("failed: {e}"),
+    };
+    format!(
+        "{label}: {method} {uri}{sent} -> {got} ({:.2} ms)",
+        took.as_secs_f64() * 1e3
+    )
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`load`] — the load generator: K clients, lookups and trades, then every order read back.
 //! - [`connection`] — one keep-alive HTTP/1.1 connection per simulated client.
+//! - [`bad`] — invalid requests mixed into a load, each checked against its documented error.
 //! - [`history`] — every operation a client ran, when, and how it ended (JSON lines).
 //! - [`linearizable`] — checks a history against per-stock and per-order models.
 //! - [`endpoint`] — the front-end's base URL, parsed once.
@@ -17,6 +18,7 @@
 //! - [`netchaos`] — network faults on test hosts under recorded load, then the checks.
 //! - [`error`] — why a run could not be carried out.
 
+pub mod bad;
 pub mod cache_timeline;
 pub mod chaos;
 pub mod connection;

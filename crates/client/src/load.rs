@@ -26,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
+use crate::bad::{BadRequest, BadRequestSummary};
 use crate::connection::{Connection, REQUEST_TIMEOUT_DEFAULT, Reply};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
@@ -94,6 +95,11 @@ pub struct LoadConfig {
     pub cancel: Option<CancellationToken>,
     /// Records every request of every client, when set (client `i` records as `i`).
     pub history: Option<Recorder>,
+    /// Share of iterations that also send one invalid request (0 for none), each checked
+    /// against its documented error.
+    pub bad_requests: f64,
+    /// Print every request and reply to stderr.
+    pub verbose: bool,
 }
 
 /// Counters a run updates while it goes.
@@ -121,6 +127,8 @@ impl LoadConfig {
             live: None,
             cancel: None,
             history: None,
+            bad_requests: 0.0,
+            verbose: false,
         }
     }
 
@@ -154,6 +162,12 @@ impl LoadConfig {
                 self.trade_probability
             )));
         }
+        if !(0.0..=1.0).contains(&self.bad_requests) {
+            return Err(Error::Config(format!(
+                "--bad-requests {} must be a fraction from 0 to 1",
+                self.bad_requests
+            )));
+        }
         if self.request_timeout.is_zero() {
             return Err(Error::Config("--timeout must be more than zero".into()));
         }
@@ -168,6 +182,7 @@ struct Plan {
     orders_path: Uri,
     stop: Stop,
     trade_probability: f64,
+    bad_requests: f64,
     think_time: Duration,
     cancel: Option<CancellationToken>,
 }
@@ -209,6 +224,9 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
         if let Some(history) = &config.history {
             connection.record_into(history.client(client));
         }
+        if config.verbose {
+            connection.print_exchanges(format!("client {client}"));
+        }
         connection
     };
     let names = stock_names(&mut connection(0), &config.frontend).await?;
@@ -220,6 +238,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
         orders_path: Uri::from_static("/orders"),
         stop: config.stop,
         trade_probability: config.trade_probability,
+        bad_requests: config.bad_requests,
         think_time: config.think_time,
         cancel: config.cancel.clone(),
     });
@@ -298,6 +317,7 @@ fn add_clients(
         order_query.merge(&client.order_query);
         report.orders_recorded += client.orders.len() as u64;
         report.orders_verified += client.verified;
+        report.bad_requests.merge(&client.bad_requests, SAMPLES_MAX);
         report.mismatches += client.mismatches;
         report.reconnects += client.connection.reconnects();
         report
@@ -378,6 +398,7 @@ struct SimulatedClient {
     mismatches: u64,
     mismatch_samples: Vec<String>,
     error_samples: Vec<String>,
+    bad_requests: BadRequestSummary,
     /// Shared with the caller, when it watches the run.
     live: Option<Arc<LiveCounters>>,
 }
@@ -398,6 +419,7 @@ impl SimulatedClient {
             mismatches: 0,
             mismatch_samples: Vec::new(),
             error_samples: Vec::new(),
+            bad_requests: BadRequestSummary::default(),
             live: None,
         }
     }
@@ -451,7 +473,13 @@ impl SimulatedClient {
                 };
                 (kind, self.rng.random_range(1..=TRADE_QUANTITY_SENT_MAX))
             });
+            // Drawn only when asked for, so a seed without bad requests repeats as before.
+            let bad = (plan.bad_requests > 0.0 && self.rng.random_bool(plan.bad_requests))
+                .then(|| BadRequest::draw(&mut self.rng));
             self.stock_lookup(&plan.stocks[stock]).await;
+            if let Some(bad) = bad {
+                self.bad_request(bad, &plan.stocks[stock].name).await;
+            }
             if let Some((kind, quantity)) = trade {
                 self.order_create(&plan, &plan.stocks[stock].name, kind, quantity)
                     .await;
@@ -464,6 +492,28 @@ impl SimulatedClient {
             }
         }
         self
+    }
+
+    async fn bad_request(&mut self, bad: BadRequest, stock: &str) {
+        let (path, body) = bad.request(stock);
+        let result = match body {
+            Some(body) => self.connection.post_json(&path, body).await,
+            None => self.connection.get(&path).await,
+        };
+        self.bad_requests.sent += 1;
+        let checked = result
+            .map_err(|e| format!("{bad}: {e}"))
+            .and_then(|reply| bad.check(&reply));
+        match checked {
+            Ok(()) => self.bad_requests.as_documented += 1,
+            Err(text) => {
+                if self.bad_requests.samples.len() < SAMPLES_MAX {
+                    self.bad_requests
+                        .samples
+                        .push(format!("client {}: {text}", self.index));
+                }
+            }
+        }
     }
 
     async fn stock_lookup(&mut self, target: &StockTarget) {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bad::BadRequestSummary;
 use crate::error::{Error, Result};
 use crate::stats::{LatencySummary, RequestKind};
 
@@ -47,6 +48,9 @@ pub struct LoadReport {
     pub error_samples: Vec<String>,
     /// Connections reopened after they broke.
     pub reconnects: u64,
+    /// Invalid requests mixed in (`--bad-requests`) and what they got.
+    #[serde(default)]
+    pub bad_requests: BadRequestSummary,
 }
 
 impl LoadReport {
@@ -69,10 +73,11 @@ impl LoadReport {
             .sum()
     }
 
-    /// True when no order mismatched and no request failed.
+    /// True when no order mismatched, no request failed, and every invalid request got its
+    /// documented error.
     #[must_use]
     pub fn ok(&self) -> bool {
-        self.mismatches == 0 && self.errors() == 0
+        self.mismatches == 0 && self.errors() == 0 && self.bad_requests.wrong() == 0
     }
 
     /// Writes the report as pretty JSON.
@@ -147,6 +152,16 @@ impl fmt::Display for LoadReport {
             "orders: {} acknowledged, {} verified, {} mismatches; connections reopened: {}",
             self.orders_recorded, self.orders_verified, self.mismatches, self.reconnects
         )?;
+        if self.bad_requests.sent > 0 {
+            writeln!(
+                f,
+                "invalid requests: {} sent, {} answered with the documented error",
+                self.bad_requests.sent, self.bad_requests.as_documented
+            )?;
+        }
+        for sample in &self.bad_requests.samples {
+            writeln!(f, "invalid request answered wrongly: {sample}")?;
+        }
         for sample in &self.mismatch_samples {
             writeln!(f, "mismatch: {sample}")?;
         }
@@ -158,9 +173,11 @@ impl fmt::Display for LoadReport {
         } else {
             write!(
                 f,
-                "result: FAILED ({} mismatches, {} failed requests)",
+                "result: FAILED ({} mismatches, {} failed requests, {} invalid requests answered \
+                 wrongly)",
                 self.mismatches,
-                self.errors()
+                self.errors(),
+                self.bad_requests.wrong()
             )
         }
     }

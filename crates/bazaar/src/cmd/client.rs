@@ -50,6 +50,16 @@ pub struct Args {
     /// write the history to this file as JSON lines.
     #[arg(long, env = "BAZAAR_HISTORY")]
     history: Option<PathBuf>,
+
+    /// Print every request and reply to stderr, one line each.
+    #[arg(long, short)]
+    verbose: bool,
+
+    /// Fraction of iterations that also send one invalid request (an unknown stock, a bad
+    /// trade type, a negative quantity, an unknown order), each checked against its documented
+    /// error; 0 to 1.
+    #[arg(long, env = "BAZAAR_BAD_REQUESTS", default_value_t = 0.0)]
+    bad_requests: f64,
 }
 
 /// Runs the load, prints the table; fails (exit 1) on any mismatch or failed request.
@@ -64,11 +74,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         config.seed = seed;
     }
     config.request_timeout = args.timeout;
-    config.progress = std::io::stderr().is_terminal();
+    config.progress = std::io::stderr().is_terminal() && !args.verbose;
+    config.verbose = args.verbose;
+    config.bad_requests = args.bad_requests;
     let recorder = args.history.as_ref().map(|_| Recorder::new());
     config.history.clone_from(&recorder);
     let report = load::run(config).await.map_err(failure)?;
-    println!("{report}");
+    super::print_out(&format!("{report}\n")).map_err(Failure::Runtime)?;
     if let (Some(path), Some(recorder)) = (&args.history, &recorder) {
         history::write_jsonl(&recorder.ops(), path).map_err(failure)?;
     }
