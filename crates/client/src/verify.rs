@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use bazaar_api::log::{Command, LogIndex, Position, StockDef};
 use bazaar_api::replica::ReplicationMode;
-use bazaar_api::{RequestId, TradeType};
+use bazaar_api::{RequestId, StockState, TradeType};
 use bazaar_catalog::file::Saved;
 use bazaar_cluster::{ClusterFile, Role};
 use bazaar_ledger::{Book, Outcome};
@@ -239,18 +239,15 @@ pub fn check(
     report.catalogs = catalogs.keys().copied().collect();
     report.orders = replicas.values().map(|c| c.orders.len()).max().unwrap_or(0);
     check_orders(replicas, report);
-    let mut ledgers = BTreeMap::new();
+    let mut stocks = 0;
     for (id, contents) in replicas {
-        if let Some(book) = ledger(*id, contents, genesis, report) {
-            ledgers.insert(*id, book);
-        }
+        let book = ledger(*id, contents, genesis, report);
+        check_state(*id, contents, book.as_ref(), genesis, report);
+        let listed = book.map_or(contents.stocks.len(), |b| b.stocks().count());
+        stocks = stocks.max(listed);
     }
     check_logs(replicas, report);
-    report.stocks = ledgers
-        .values()
-        .map(|b| b.stocks().count())
-        .max()
-        .unwrap_or(0);
+    report.stocks = stocks;
     check_catalogs(replicas, catalogs, report);
     check_conflicts(replicas, report);
 }
@@ -346,7 +343,7 @@ fn ledger(
     let starts_at_zero = contents.log.first().is_none_or(|e| e.index == LogIndex(0));
     if !starts_at_zero {
         report.notes.push(format!(
-            "replica {id}: its raft log was compacted (it starts at entry {}); its orders are checked against each other only",
+            "replica {id}: its raft log was compacted (it starts at entry {}); its orders and saved stocks are checked against each other",
             contents.log.first().map_or(0, |e| e.index.0)
         ));
         return None;
@@ -408,60 +405,39 @@ fn ledger(
     Some(book)
 }
 
-/// Every catalog's saved view equals the log replayed up to the position it reflects.
+/// Every catalog's saved view equals the log's state at the position it reflects: the log
+/// replayed from a replica that holds all of it, or else a raft replica's state machine when
+/// it stands at exactly that position (a compacted log cannot be replayed).
 fn check_catalogs(
     replicas: &BTreeMap<u8, Contents>,
     catalogs: &BTreeMap<u8, Saved>,
     report: &mut Report,
 ) {
     let mut wrong = 0;
-    let Some((reference_id, reference)) = replicas
+    let whole = replicas
         .iter()
         .filter(|(_, c)| c.log.first().is_none_or(|e| e.index == LogIndex(0)))
-        .max_by_key(|(_, c)| c.log.len())
-    else {
-        if !catalogs.is_empty() {
-            report
-                .notes
-                .push("no replica holds its whole log; catalogs are not compared".into());
-        }
-        return;
-    };
-    let end = reference
-        .log
-        .last()
-        .map_or(Position(0), |e| e.index.position());
+        .max_by_key(|(id, c)| (c.log.len(), std::cmp::Reverse(**id)));
     for (id, saved) in catalogs {
         let position = saved.snapshot.position;
-        if position > end {
-            report.differ(
-                &mut wrong,
-                format!("catalog {id} reflects position {position}, beyond replica {reference_id}'s log ({end})"),
-            );
-            continue;
-        }
-        if position < end {
-            report.notes.push(format!(
-                "catalog {id}'s file reflects position {position} of {end} (it is written lazily); compared at {position}"
-            ));
-        }
-        let mut book = Book::new();
-        for entry in reference
-            .log
-            .iter()
-            .take_while(|e| e.index.position() <= position)
-        {
-            book.apply_at(entry.index, &entry.commands);
-        }
-        let expected = book.snapshot();
-        if position.0 > 0 && expected.position != position {
-            report.differ(
-                &mut wrong,
-                format!("catalog {id}: the log has no position {position}"),
-            );
-            continue;
-        }
-        for stock in &expected.stocks {
+        let expected = match expected_at(whole, replicas, position) {
+            Ok((source, expected)) => {
+                if let Some(note) = source {
+                    report.notes.push(format!("catalog {id}: {note}"));
+                }
+                expected
+            }
+            Err(problem) => {
+                match problem {
+                    Unmatched::Beyond(text) => {
+                        report.differ(&mut wrong, format!("catalog {id}: {text}"));
+                    }
+                    Unmatched::Unknown(text) => report.notes.push(format!("catalog {id}: {text}")),
+                }
+                continue;
+            }
+        };
+        for stock in &expected {
             match saved.snapshot.stocks.iter().find(|s| s.name == stock.name) {
                 Some(s) if s == stock => {}
                 Some(s) => report.differ(
@@ -474,14 +450,145 @@ fn check_catalogs(
                 None => report.differ(&mut wrong, format!("catalog {id} does not list {}", stock.name)),
             }
         }
-        if saved.snapshot.stocks.len() != expected.stocks.len() {
+        if saved.snapshot.stocks.len() != expected.len() {
             report.differ(
                 &mut wrong,
                 format!(
                     "catalog {id} lists {} stocks; the log at position {position} lists {}",
                     saved.snapshot.stocks.len(),
-                    expected.stocks.len()
+                    expected.len()
                 ),
+            );
+        }
+    }
+}
+
+/// Why a catalog's state has nothing to be compared with.
+enum Unmatched {
+    /// Its position is past every log: a difference.
+    Beyond(String),
+    /// No replica can show the state at its position (logs compacted past it): a note.
+    Unknown(String),
+}
+
+/// The stocks at `position`, and a note on where they came from when it is worth saying.
+fn expected_at(
+    whole: Option<(&u8, &Contents)>,
+    replicas: &BTreeMap<u8, Contents>,
+    position: Position,
+) -> Result<(Option<String>, Vec<StockState>), Unmatched> {
+    if let Some((reference_id, reference)) = whole {
+        let end = reference
+            .log
+            .last()
+            .map_or(Position(0), |e| e.index.position());
+        if position <= end {
+            let mut book = Book::new();
+            for entry in reference
+                .log
+                .iter()
+                .take_while(|e| e.index.position() <= position)
+            {
+                book.apply_at(entry.index, &entry.commands);
+            }
+            let expected = book.snapshot();
+            if position.0 > 0 && expected.position != position {
+                return Err(Unmatched::Beyond(format!(
+                    "the log has no position {position}"
+                )));
+            }
+            let note = (position < end).then(|| {
+                format!("its file reflects position {position} of {end} (it is written lazily); compared at {position}")
+            });
+            return Ok((note, expected.stocks));
+        }
+        if reference.mode == ReplicationMode::PrimaryBackup {
+            return Err(Unmatched::Beyond(format!(
+                "it reflects position {position}, beyond replica {reference_id}'s log ({end})"
+            )));
+        }
+    }
+    let at_position = replicas
+        .iter()
+        .find(|(_, c)| state_position(c) == Some(position));
+    match at_position {
+        Some((replica, contents)) => Ok((
+            Some(format!(
+                "compared with replica {replica}'s state machine at position {position} (its log is compacted)"
+            )),
+            contents.stocks.iter().map(|r| r.state.clone()).collect(),
+        )),
+        None => Err(Unmatched::Unknown(format!(
+            "no replica holds the log up to its position {position} or stands there; not compared"
+        ))),
+    }
+}
+
+/// Raft: the position of the replica's state machine (the stocks it saved).
+fn state_position(contents: &Contents) -> Option<Position> {
+    (contents.mode == ReplicationMode::Raft).then(|| {
+        contents
+            .applied
+            .map_or(Position(0), |a| LogIndex(a).position())
+    })
+}
+
+/// Raft: the state machine's stocks agree with the orders table (every share bought and sold
+/// is an order), conserve quantity, start from the catalog file, and equal the log replayed
+/// when the whole log is there.
+fn check_state(
+    id: u8,
+    contents: &Contents,
+    replayed: Option<&Book>,
+    genesis: Option<&[StockDef]>,
+    report: &mut Report,
+) {
+    let Some(position) = state_position(contents) else {
+        return;
+    };
+    let mut wrong = 0;
+    let mut traded: HashMap<&str, (u128, u128)> = HashMap::new();
+    for order in &contents.orders {
+        let (bought, sold) = traded.entry(order.name.as_str()).or_default();
+        match order.kind {
+            TradeType::Buy => *bought += u128::from(order.quantity),
+            TradeType::Sell => *sold += u128::from(order.quantity),
+        }
+    }
+    for record in &contents.stocks {
+        let name = &record.state.name;
+        let (bought, sold) = traded.get(name.as_str()).copied().unwrap_or_default();
+        if (u128::from(record.bought), u128::from(record.sold)) != (bought, sold) {
+            report.differ(
+                &mut wrong,
+                format!("replica {id}: {name} counts {} bought and {} sold; its orders add up to {bought} and {sold}", record.bought, record.sold),
+            );
+        }
+        if !record.is_conserved() {
+            report.differ(
+                &mut wrong,
+                format!("replica {id}: {name} has quantity {}, but initial {} + restocked {} + sold {} - bought {} differs", record.state.quantity, record.initial, record.restocked, record.sold, record.bought),
+            );
+        }
+        if let Some(def) = genesis.and_then(|g| g.iter().find(|d| d.name == *name))
+            && def.quantity != record.initial
+        {
+            report.differ(
+                &mut wrong,
+                format!(
+                    "replica {id}: {name} started at {}; the catalog file says {}",
+                    record.initial, def.quantity
+                ),
+            );
+        }
+    }
+    if let Some(book) = replayed.filter(|b| b.position() == position) {
+        let replayed: Vec<&StockState> = book.stocks().collect();
+        let stored: Vec<&StockState> = contents.stocks.iter().map(|r| &r.state).collect();
+        if replayed != stored {
+            report.differ(
+                &mut wrong,
+                format!("replica {id}: its saved stocks differ from its log replayed to position {position}"),
             );
         }
     }

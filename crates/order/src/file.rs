@@ -7,6 +7,7 @@ use std::path::Path;
 use bazaar_api::Epoch;
 use bazaar_api::log::{Command, LogIndex};
 use bazaar_api::replica::{LogEntry, ReplicationMode};
+use bazaar_ledger::StockRecord;
 use bazaar_service::db;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -114,6 +115,9 @@ pub struct Contents {
     pub conflicts: Vec<RawEntry>,
     /// Raft: the index of the last entry applied, if any.
     pub applied: Option<u64>,
+    /// Raft: the state machine's stocks as of `applied` (primary-backup saves none: it replays
+    /// its log at open).
+    pub stocks: Vec<StockRecord>,
 }
 
 /// Reads a replica's database without the service running.
@@ -150,7 +154,7 @@ pub fn read(path: &Path) -> std::result::Result<Contents, String> {
     };
     orders::check_dense(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
     let orders = orders::page_all(&conn).map_err(describe)?;
-    let (log, conflicts, applied) = match mode {
+    let (log, conflicts, applied, stocks) = match mode {
         ReplicationMode::PrimaryBackup => (
             crate::primary_backup::storage::read_log(&conn, "log")
                 .map_err(describe)?
@@ -163,10 +167,12 @@ pub fn read(path: &Path) -> std::result::Result<Contents, String> {
                 .map(RawEntry::from)
                 .collect(),
             None,
+            Vec::new(),
         ),
         ReplicationMode::Raft => {
             let (log, applied) = crate::raft::store::read_offline(&conn).map_err(describe)?;
-            (log, Vec::new(), applied)
+            let stocks = orders::read_stocks(&conn).map_err(describe)?;
+            (log, Vec::new(), applied, stocks)
         }
     };
     Ok(Contents {
@@ -175,5 +181,6 @@ pub fn read(path: &Path) -> std::result::Result<Contents, String> {
         log,
         conflicts,
         applied,
+        stocks,
     })
 }

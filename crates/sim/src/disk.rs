@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use bazaar_api::log::{Command, LogIndex, Position};
 use bazaar_api::replica::{EpochRun, LogEntry};
 use bazaar_api::{RequestId, TxnNumber};
-use bazaar_ledger::Book;
+use bazaar_ledger::{Book, Outcome};
 use bazaar_order::primary_backup::core::{RequestNumber, Term};
 
 /// One persist waiting to become durable.
@@ -19,7 +19,7 @@ pub struct Pending {
     /// Entries from here on move aside.
     pub truncate_from: Option<LogIndex>,
     /// Entries to append.
-    pub entries: Vec<(LogEntry, Option<TxnNumber>)>,
+    pub entries: Vec<LogEntry>,
     /// When it becomes durable (simulated microseconds).
     pub durable_at: u64,
     /// Whether the core has been told it is done (a lying disk tells early).
@@ -31,14 +31,17 @@ pub struct Pending {
 pub struct Disk {
     /// The durable term.
     pub term: Term,
-    /// The durable log, with each trade's number.
-    pub log: Vec<(LogEntry, Option<TxnNumber>)>,
+    /// The durable log.
+    pub log: Vec<LogEntry>,
     /// Entries moved aside.
     pub conflicts: Vec<LogEntry>,
     /// Persists under way, in order.
     pub pending: VecDeque<Pending>,
-    /// Request id to number of every trade in the durable log.
+    /// Request id to number of every trade in the durable log: the orders table, which storage
+    /// derives from the log it holds, as the real writer does.
     pub numbers: HashMap<RequestId, TxnNumber>,
+    /// The durable log replayed, from which `numbers` grows.
+    replayed: Book,
 }
 
 impl Disk {
@@ -46,7 +49,7 @@ impl Disk {
     #[must_use]
     pub fn runs(&self) -> Vec<EpochRun> {
         let mut runs: Vec<EpochRun> = Vec::new();
-        for (e, _) in &self.log {
+        for e in &self.log {
             if runs.last().is_none_or(|r| r.epoch != e.epoch) {
                 runs.push(EpochRun {
                     start: e.index,
@@ -71,7 +74,7 @@ impl Disk {
         Book::replay(
             self.log
                 .iter()
-                .map(|(e, _)| (e.index, std::slice::from_ref(&e.command))),
+                .map(|e| (e.index, std::slice::from_ref(&e.command))),
         )
     }
 
@@ -81,12 +84,7 @@ impl Disk {
         let Ok(start) = usize::try_from(start.0) else {
             return Vec::new();
         };
-        self.log
-            .iter()
-            .skip(start)
-            .take(limit)
-            .map(|(e, _)| e.clone())
-            .collect()
+        self.log.iter().skip(start).take(limit).cloned().collect()
     }
 
     /// Makes a pending persist durable.
@@ -107,15 +105,13 @@ impl Disk {
         if let Some(from) = persist.truncate_from {
             let keep = usize::try_from(from.0).unwrap_or(usize::MAX);
             if keep < self.log.len() {
-                for (entry, number) in self.log.split_off(keep) {
-                    if let (Command::Trade(t), Some(_)) = (&entry.command, number) {
-                        self.numbers.remove(&t.request_id);
-                    }
-                    self.conflicts.push(entry);
-                }
+                let aside = self.log.split_off(keep);
+                self.conflicts.extend(aside);
+                self.replayed = self.book()?;
+                self.numbers = self.replayed.requests().collect();
             }
         }
-        for (entry, number) in &persist.entries {
+        for entry in &persist.entries {
             if entry.index.0 != self.log.len() as u64 {
                 return Err(format!(
                     "entry {} does not continue a log of {} entries",
@@ -123,7 +119,11 @@ impl Disk {
                     self.log.len()
                 ));
             }
-            if let (Command::Trade(t), Some(n)) = (&entry.command, number)
+            let (outcomes, _) = self
+                .replayed
+                .apply(entry.index, std::slice::from_ref(&entry.command));
+            if let (Command::Trade(t), Some(Outcome::Traded(n))) =
+                (&entry.command, outcomes.first())
                 && let Some(first) = self.numbers.insert(t.request_id, *n)
             {
                 return Err(format!(
@@ -131,7 +131,7 @@ impl Disk {
                     t.request_id
                 ));
             }
-            self.log.push((entry.clone(), *number));
+            self.log.push(entry.clone());
         }
         Ok(())
     }

@@ -479,15 +479,7 @@ impl World {
             .book()
             .map_err(|e| self.violation(format!("replica {id}'s log does not replay: {e}")))?;
         let node = self.nodes.get_mut(&id).expect("node");
-        let recent: Vec<LogEntry> = node
-            .disk
-            .log
-            .iter()
-            .rev()
-            .take(16)
-            .rev()
-            .map(|(e, _)| e.clone())
-            .collect();
+        let recent: Vec<LogEntry> = node.disk.log.iter().rev().take(16).rev().cloned().collect();
         let replica = Replica::new(
             settings(id, min_copies),
             node.disk.term,
@@ -1004,12 +996,12 @@ impl World {
             let shared = mine.len().min(theirs.len());
             if let Some(last) = (0..shared)
                 .rev()
-                .find(|i| mine[*i].0.epoch == theirs[*i].0.epoch)
-                && let Some(i) = (0..=last).find(|i| mine[*i].0 != theirs[*i].0)
+                .find(|i| mine[*i].epoch == theirs[*i].epoch)
+                && let Some(i) = (0..=last).find(|i| mine[*i] != theirs[*i])
             {
                 return Err(self.violation(format!(
                     "log matching broken: replicas {id} and {other} share entry {last} (epoch {}) but differ at {i}",
-                    mine[last].0.epoch
+                    mine[last].epoch
                 )));
             }
         }
@@ -1040,10 +1032,9 @@ impl World {
                 .any(|n| n.disk.numbers.get(request).is_some_and(|m| m.0 == *number));
             let pending = self.nodes.values().any(|n| {
                 n.disk.pending.iter().any(|p| {
-                    p.entries.iter().any(|(e, m)| {
-                        matches!(&e.command, Command::Trade(t) if t.request_id == *request)
-                            && m.is_some_and(|m| m.0 == *number)
-                    })
+                    p.entries.iter().any(
+                        |e| matches!(&e.command, Command::Trade(t) if t.request_id == *request),
+                    )
                 })
             });
             if !held && !pending && !self.lost_by_design(*request) {
@@ -1284,13 +1275,7 @@ pub fn run(config: Config) -> Result<Summary, Violation> {
         let logs: Vec<Vec<(u64, Epoch)>> = world
             .nodes
             .values()
-            .map(|n| {
-                n.disk
-                    .log
-                    .iter()
-                    .map(|(e, _)| (e.index.0, e.epoch))
-                    .collect()
-            })
+            .map(|n| n.disk.log.iter().map(|e| (e.index.0, e.epoch)).collect())
             .collect();
         if logs.windows(2).all(|w| w[0] == w[1])
             && world.nodes.values().all(|n| n.disk.pending.is_empty())

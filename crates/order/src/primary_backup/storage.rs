@@ -6,6 +6,10 @@
 //! The core decides everything; this module only stores what a [`Action::Persist`] says and
 //! reads back what the core or a peer asks for.
 //!
+//! The orders table is derived here, from the log this file holds (the writer replays it and
+//! numbers each appended trade), never taken from the core: the core has no numbers while it
+//! reloads its book after a truncation.
+//!
 //! Invariants, asserted: entries continue the log; orders are numbered densely (in
 //! `orders::insert`); at open, the orders are exactly the log's trades replayed.
 
@@ -14,7 +18,7 @@ use std::path::{Path, PathBuf};
 use bazaar_api::log::{Command, LogIndex, Position};
 use bazaar_api::replica::{EpochRun, LogEntry, ReplicationMode};
 use bazaar_api::{Epoch, ReplicaId, TxnNumber};
-use bazaar_ledger::Book;
+use bazaar_ledger::{Book, Outcome};
 use bazaar_service::{Fatal, db, now_ms, writer};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::mpsc;
@@ -52,8 +56,8 @@ pub struct Persist {
     pub term: Option<Term>,
     /// Move entries from here on aside.
     pub truncate_from: Option<LogIndex>,
-    /// Entries to append with their orders' numbers.
-    pub entries: Vec<(LogEntry, Option<TxnNumber>)>,
+    /// Entries to append.
+    pub entries: Vec<LogEntry>,
     /// Called once the persist is durable.
     pub done: Box<dyn FnOnce() + Send>,
 }
@@ -115,6 +119,7 @@ impl Storage {
         let mut writer = Writer {
             conn,
             path: path.to_owned(),
+            book: opened.book.clone(),
         };
         let thread = writer::spawn(
             "order-log-writer",
@@ -313,9 +318,15 @@ fn load_term(conn: &Connection) -> rusqlite::Result<Term> {
     })
 }
 
+/// The writer thread's state: the connection, and the log it holds replayed, from which it
+/// numbers the orders of every entry it appends. Deriving them here, not taking numbers from
+/// the core, keeps "the orders table is the log's trades replayed" true by construction: the
+/// core may append while its own book is being reloaded (after a truncation) and has no
+/// numbers then.
 struct Writer {
     conn: Connection,
     path: PathBuf,
+    book: Book,
 }
 
 impl Writer {
@@ -329,8 +340,18 @@ impl Writer {
             }
             if let Some(from) = persist.truncate_from {
                 move_aside(&db_tx, from, now)?;
+                // Rare (a leader change that discards entries): replay what is left. A failed
+                // commit stops the process, so this book never outlives a rolled-back change.
+                self.book = Book::replay(
+                    read_log(&db_tx, "log")?
+                        .iter()
+                        .map(|e| (e.index, std::slice::from_ref(&e.command))),
+                )
+                .unwrap_or_else(|e| {
+                    panic!("{}: the log does not replay: {e}", self.path.display())
+                });
             }
-            append(&db_tx, &persist.entries, now)?;
+            append(&db_tx, &mut self.book, &persist.entries, now)?;
             done.push(persist.done);
         }
         db_tx.commit()?;
@@ -365,7 +386,8 @@ fn move_aside(db_tx: &Transaction<'_>, from: LogIndex, now: u64) -> rusqlite::Re
 
 fn append(
     db_tx: &Transaction<'_>,
-    entries: &[(LogEntry, Option<TxnNumber>)],
+    book: &mut Book,
+    entries: &[LogEntry],
     now: u64,
 ) -> rusqlite::Result<()> {
     if entries.is_empty() {
@@ -376,7 +398,7 @@ fn append(
         .query_row([], |r| r.get(0))?;
     let mut stmt =
         db_tx.prepare_cached("INSERT INTO log (idx, epoch, command) VALUES (?1, ?2, ?3)")?;
-    for (i, (entry, number)) in entries.iter().enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
         assert_eq!(
             int(entry.index.0),
             next + i64::try_from(i).expect("a batch is small"),
@@ -384,7 +406,10 @@ fn append(
         );
         let command = serde_json::to_string(&entry.command).expect("commands always serialise");
         stmt.execute(params![int(entry.index.0), int(entry.epoch.0), command])?;
-        if let (Some(number), Command::Trade(trade)) = (number, &entry.command) {
+        let (outcomes, _) = book.apply(entry.index, std::slice::from_ref(&entry.command));
+        if let (Some(Outcome::Traded(number)), Command::Trade(trade)) =
+            (outcomes.first(), &entry.command)
+        {
             orders::insert(
                 db_tx,
                 &OrderRow {
@@ -401,4 +426,95 @@ fn append(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bazaar_api::log::{StockDef, TradeCommand};
+    use bazaar_api::{Price, RequestId, TradeType};
+
+    use super::*;
+
+    fn entry(index: u64, epoch: u64, command: Command) -> LogEntry {
+        LogEntry {
+            index: LogIndex(index),
+            epoch: Epoch(epoch),
+            command,
+        }
+    }
+
+    fn sell(request_id: RequestId, quantity: u64) -> Command {
+        Command::Trade(TradeCommand {
+            request_id,
+            name: "A".into(),
+            kind: TradeType::Sell,
+            quantity,
+        })
+    }
+
+    async fn persist(storage: &Storage, truncate_from: Option<LogIndex>, entries: Vec<LogEntry>) {
+        let (done, durable) = tokio::sync::oneshot::channel();
+        let queued = storage
+            .persist(Persist {
+                request: 0,
+                term: None,
+                truncate_from,
+                entries,
+                done: Box::new(move || {
+                    let _ = done.send(());
+                }),
+            })
+            .await;
+        assert!(queued, "the writer runs");
+        durable.await.expect("made durable");
+    }
+
+    /// The core appends without numbers while it reloads its book after a truncation; the
+    /// orders table must still be the log's trades replayed, or the file no longer opens.
+    #[tokio::test]
+    async fn orders_are_the_logs_trades_across_a_truncation_and_the_file_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("order-1.db");
+        let (a, b, c) = (RequestId::new(), RequestId::new(), RequestId::new());
+        let genesis = Command::Genesis {
+            stocks: vec![StockDef {
+                name: "A".into(),
+                price: Price::from_cents(100),
+                quantity: 10,
+            }],
+        };
+        let (storage, _, writer) = Storage::open(&path, 8, Fatal::new()).expect("open");
+        persist(
+            &storage,
+            None,
+            vec![
+                entry(0, 1, genesis),
+                entry(1, 1, sell(a, 1)),
+                entry(2, 1, sell(b, 2)),
+            ],
+        )
+        .await;
+        persist(
+            &storage,
+            Some(LogIndex(2)),
+            vec![entry(2, 2, sell(c, 3)), entry(3, 2, sell(b, 2))],
+        )
+        .await;
+        drop(storage);
+        writer.join().expect("the writer stops");
+
+        let contents = crate::file::read(&path).expect("read");
+        let orders: Vec<(u64, RequestId, u64)> = contents
+            .orders
+            .iter()
+            .map(|o| (o.number.0, o.request_id, o.log_index.0))
+            .collect();
+        assert_eq!(orders, [(0, a, 1), (1, c, 2), (2, b, 3)]);
+        assert_eq!(contents.conflicts.len(), 1, "b's first entry moved aside");
+        let (storage, opened, writer) = Storage::open(&path, 8, Fatal::new()).expect("reopens");
+        assert_eq!(opened.book.next_number(), TxnNumber(3));
+        assert_eq!(opened.len, Position(4));
+        drop(storage);
+        writer.join().expect("the writer stops");
+    }
 }

@@ -227,8 +227,8 @@ pub enum PeerError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Write to storage, in order, durably: the term if given, then move the entries from
-    /// `truncate_from` on aside (to the conflicts table), then append `entries` (with the
-    /// transaction number of each trade). Answer with [`Event::Persisted`].
+    /// `truncate_from` on aside (to the conflicts table), then append `entries`; storage
+    /// derives the orders table from the log it holds. Answer with [`Event::Persisted`].
     Persist {
         /// Names this persist.
         request: RequestNumber,
@@ -236,8 +236,8 @@ pub enum Action {
         term: Option<Term>,
         /// Entries from here on are moved aside.
         truncate_from: Option<LogIndex>,
-        /// Entries to append, each with its order's number if it is a trade.
-        entries: Vec<(LogEntry, Option<TxnNumber>)>,
+        /// Entries to append.
+        entries: Vec<LogEntry>,
     },
     /// Send an append to a follower; answer with [`Event::AppendReplied`].
     Send {
@@ -434,11 +434,10 @@ struct Follower {
     pause: Duration,
 }
 
-/// Entries just appended, with their numbers and (when the book is loaded) their effects and
-/// outcomes.
+/// Entries just appended, and (when the book is loaded) their effects and outcomes.
 #[derive(Debug, Default)]
 struct Appended {
-    entries: Vec<(LogEntry, Option<TxnNumber>)>,
+    entries: Vec<LogEntry>,
     effects: Vec<AppliedEntry>,
     outcomes: Vec<Outcome>,
 }
@@ -768,7 +767,7 @@ impl Replica {
         &mut self,
         term: Option<Term>,
         truncate_from: Option<LogIndex>,
-        entries: Vec<(LogEntry, Option<TxnNumber>)>,
+        entries: Vec<LogEntry>,
     ) -> RequestNumber {
         let request = self.request_number();
         if let Some(from) = truncate_from {
@@ -845,28 +844,22 @@ impl Replica {
         self.continue_sync(now);
     }
 
-    /// Appends entries to the log and the book; returns them with their numbers, and what they
-    /// changed (when the book is loaded).
+    /// Appends entries to the log and, when it is loaded, the book; returns them with what
+    /// they changed. Storage numbers the orders itself (from the log it holds), so entries
+    /// appended while the book is being reloaded lose nothing.
     fn append_local(&mut self, entries: Vec<LogEntry>) -> Appended {
         self.log.append(&entries);
         let mut appended = Appended::default();
         for entry in entries {
-            let number = match &mut self.book {
-                Some(book) => {
-                    let (mut outcomes, applied) =
-                        book.apply(entry.index, std::slice::from_ref(&entry.command));
-                    appended.effects.push(applied);
-                    let outcome = outcomes.pop().unwrap_or(Outcome::Unchanged);
-                    let number = match outcome {
-                        Outcome::Traded(n) => Some(n),
-                        _ => None,
-                    };
-                    appended.outcomes.push(outcome);
-                    number
-                }
-                None => None,
-            };
-            appended.entries.push((entry, number));
+            if let Some(book) = &mut self.book {
+                let (mut outcomes, applied) =
+                    book.apply(entry.index, std::slice::from_ref(&entry.command));
+                appended.effects.push(applied);
+                appended
+                    .outcomes
+                    .push(outcomes.pop().unwrap_or(Outcome::Unchanged));
+            }
+            appended.entries.push(entry);
         }
         appended
     }

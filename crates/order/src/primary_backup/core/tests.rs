@@ -195,7 +195,7 @@ impl World {
                         disk.conflicts.extend(moved);
                     }
                 }
-                disk.log.extend(entries.into_iter().map(|(e, _)| e));
+                disk.log.extend(entries);
                 self.send(me, Event::Persisted { request });
             }
             Action::Send {
