@@ -33,6 +33,8 @@ pub enum ErrorKind {
     InsufficientStock,
     /// A sell that would push a quantity or volume past what can be stored.
     AmountLimit,
+    /// A trade whose request id already names a different trade.
+    RequestIdReused,
     /// This order replica is not the leader (the body may name it).
     NotLeader,
     /// A replica message from an epoch older than the receiver's (the body names the newest).
@@ -80,7 +82,8 @@ impl ErrorKind {
             | Self::AmountLimit
             | Self::EpochClaimed
             | Self::WrongMode
-            | Self::ServiceState => 409,
+            | Self::ServiceState
+            | Self::RequestIdReused => 409,
             Self::StaleEpoch => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::ids::TxnNumber;
+use crate::ids::{RequestId, TxnNumber};
 use crate::{TRADE_QUANTITY_MAX, validate_stock_name};
 
 /// Buy or sell. Accepted in any letter case, always written lower-case.
@@ -80,6 +80,11 @@ pub struct TradeRequest {
     pub kind: TradeType,
     /// Shares, 1..=[`TRADE_QUANTITY_MAX`].
     pub quantity: u64,
+    /// The client's name for this trade (a UUID), to retry it safely: a trade is applied at
+    /// most once per request id, and a retry is answered with the first one's number. Without
+    /// one the front-end makes one up, and a client that lost the reply cannot tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
 }
 
 impl TradeRequest {
@@ -112,10 +117,16 @@ impl TradeRequest {
                 ));
             }
         };
+        let request_id = match obj.get("request_id") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.parse()?),
+            Some(_) => return Err("field \"request_id\" must be a UUID string".into()),
+        };
         Ok(Self {
             name,
             kind,
             quantity,
+            request_id,
         })
     }
 }
@@ -154,6 +165,13 @@ mod tests {
                 .expect("valid");
         assert_eq!(req.kind, TradeType::Sell);
         assert_eq!(req.quantity, 3);
+        assert_eq!(req.request_id, None);
+        let id = RequestId::new();
+        let req = TradeRequest::from_json(
+            &json!({"name": "FishCo", "type": "buy", "quantity": 1, "request_id": id.to_string()}),
+        )
+        .expect("valid");
+        assert_eq!(req.request_id, Some(id));
     }
 
     #[test]
@@ -189,6 +207,14 @@ mod tests {
             (
                 json!({"name": "x".repeat(65), "type": "buy", "quantity": 1}),
                 "65 bytes",
+            ),
+            (
+                json!({"name": "A", "type": "buy", "quantity": 1, "request_id": "r-1"}),
+                "not a UUID",
+            ),
+            (
+                json!({"name": "A", "type": "buy", "quantity": 1, "request_id": 7}),
+                "\"request_id\"",
             ),
         ];
         for (body, needle) in cases {

@@ -92,7 +92,8 @@ async fn client_trades_verifies_and_writes_json_against_a_real_system() {
         acknowledged
     );
     assert!(count(|c| matches!(c, Call::Trade { .. })) >= acknowledged);
-    let checked = bazaar_client::linearizable::check(&ops, std::time::Duration::from_secs(60));
+    let checked =
+        bazaar_client::linearizable::check(&ops, None, std::time::Duration::from_secs(60));
     assert!(checked.ok(), "{checked}");
 }
 

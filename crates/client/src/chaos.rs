@@ -523,6 +523,7 @@ async fn probe_trade(api: &FrontendClient) -> std::result::Result<(), ClientErro
         name: "FishCo".into(),
         kind: TradeType::Sell,
         quantity: 1,
+        request_id: None,
     })
     .await
     .map(|_| ())

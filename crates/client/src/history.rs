@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use bazaar_api::order::TradeType;
 use bazaar_api::replica::TradeAck;
-use bazaar_api::{Data, Order, Stock};
+use bazaar_api::{Data, Order, RequestId, Stock};
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,10 @@ pub enum Call {
         kind: TradeType,
         /// Shares.
         quantity: u64,
+        /// The request id the client named the trade with, if it did: the logs tell whether a
+        /// trade without a reply took effect.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<RequestId>,
     },
     /// `GET /orders/{number}`.
     OrderQuery {
@@ -166,6 +170,7 @@ impl Op {
                 stock,
                 kind,
                 quantity,
+                ..
             } => format!("{kind} {quantity} {stock}"),
             Call::OrderQuery { number } => format!("query order {number}"),
             Call::Other { request } => request.clone(),
@@ -381,6 +386,8 @@ struct TradeBody {
     #[serde(rename = "type")]
     kind: TradeType,
     quantity: u64,
+    #[serde(default)]
+    request_id: Option<RequestId>,
 }
 
 fn call_of(sent: &Sent<'_>) -> Call {
@@ -407,6 +414,7 @@ fn call_of(sent: &Sent<'_>) -> Call {
                 stock: trade.name,
                 kind: trade.kind,
                 quantity: trade.quantity,
+                request_id: trade.request_id,
             },
             Err(_) => Call::Other {
                 request: "POST /orders (not a trade)".to_owned(),
@@ -526,6 +534,7 @@ mod tests {
             stock: "FishCo".into(),
             kind: TradeType::Buy,
             quantity: 2,
+            request_id: None,
         }
     }
 

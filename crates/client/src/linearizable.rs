@@ -37,12 +37,12 @@
 //! - [`check`] — builds each object's sub-history, runs the search under a time budget, and
 //!   reports anomalies with their smallest stretch ([`Report`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use bazaar_api::TradeType;
+use bazaar_api::{RequestId, TradeType};
 use serde::Serialize;
 use todc_utils::linearizability::WGLChecker;
 use todc_utils::linearizability::history::{Action, History};
@@ -484,6 +484,8 @@ pub struct Report {
     pub trades_refused: usize,
     /// Trades with an unknown outcome (checked as "maybe").
     pub trades_unknown: usize,
+    /// Trades without a reply whose outcome the logs settled (applied with a number, or never).
+    pub trades_settled: usize,
     /// Order queries with an answer.
     pub order_queries: usize,
     /// Stocks checked.
@@ -516,11 +518,12 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "linearizability: {} operations ({} lookups, {} trades acknowledged, {} refused, {} unknown, {} order queries) on {} stocks and {} order numbers, checked in {:.1} s: ",
+            "linearizability: {} operations ({} lookups, {} trades acknowledged, {} refused, {} settled by the logs, {} unknown, {} order queries) on {} stocks and {} order numbers, checked in {:.1} s: ",
             self.ops,
             self.lookups,
             self.trades_acknowledged,
             self.trades_refused,
+            self.trades_settled,
             self.trades_unknown,
             self.order_queries,
             self.stocks,
@@ -554,6 +557,7 @@ fn body_of(call: &Call) -> Option<OrderBody> {
             stock,
             kind,
             quantity,
+            ..
         } => Some(OrderBody {
             stock: stock.clone(),
             kind: *kind,
@@ -573,7 +577,7 @@ fn at<T>(source: usize, op: &Op, step: T) -> Timed<T> {
     }
 }
 
-fn objects(ops: &[Op], report: &mut Report) -> Objects {
+fn objects(ops: &[Op], settled: Option<&Settled>, report: &mut Report) -> Objects {
     let mut stocks: BTreeMap<String, Vec<Timed<StockStep>>> = BTreeMap::new();
     let mut slots: BTreeMap<u64, Vec<Timed<SlotStep>>> = BTreeMap::new();
     let mut queried: BTreeMap<u64, Vec<(usize, Option<OrderBody>)>> = BTreeMap::new();
@@ -602,13 +606,30 @@ fn objects(ops: &[Op], report: &mut Report) -> Objects {
                     stock,
                     kind,
                     quantity,
+                    request_id,
                 },
                 outcome,
             ) => {
-                let effect = match outcome {
-                    Outcome::Traded { .. } => Effect::Applied,
-                    Outcome::Refused if *kind == TradeType::Buy => Effect::Refused,
-                    Outcome::Unknown { .. } => Effect::Maybe,
+                // A trade without a reply that the logs settle: it took effect with this number,
+                // or (None) it never did.
+                let settled_number = match (outcome, request_id, settled) {
+                    (Outcome::Unknown { .. }, Some(id), Some(settled)) => {
+                        Some(settled.0.get(id).copied())
+                    }
+                    _ => None,
+                };
+                let effect = match (outcome, settled_number) {
+                    (Outcome::Traded { .. }, _) => Effect::Applied,
+                    (Outcome::Refused, _) if *kind == TradeType::Buy => Effect::Refused,
+                    (Outcome::Unknown { .. }, Some(Some(_))) => {
+                        report.trades_settled += 1;
+                        Effect::Applied
+                    }
+                    (Outcome::Unknown { .. }, Some(None)) => {
+                        report.trades_settled += 1;
+                        continue;
+                    }
+                    (Outcome::Unknown { .. }, None) => Effect::Maybe,
                     // Refused as invalid or never sent: no effect, nothing seen.
                     _ => continue,
                 };
@@ -618,6 +639,7 @@ fn objects(ops: &[Op], report: &mut Report) -> Objects {
                 };
                 let mut entry = timed(step);
                 match effect {
+                    Effect::Applied if settled_number.is_some() => entry.completed = None,
                     Effect::Applied => report.trades_acknowledged += 1,
                     Effect::Refused => report.trades_refused += 1,
                     Effect::Maybe => {
@@ -626,11 +648,15 @@ fn objects(ops: &[Op], report: &mut Report) -> Objects {
                     }
                 }
                 stocks.entry(stock.clone()).or_default().push(entry);
-                if let (Outcome::Traded { number }, Some(body)) = (outcome, body_of(&op.call)) {
-                    slots
-                        .entry(*number)
-                        .or_default()
-                        .push(slot_step(SlotStep::Create(body)));
+                let number = match (outcome, settled_number) {
+                    (Outcome::Traded { number }, _) => Some((*number, Some(op.completed_us))),
+                    (_, Some(Some(number))) => Some((number, None)),
+                    _ => None,
+                };
+                if let (Some((number, completed)), Some(body)) = (number, body_of(&op.call)) {
+                    let mut create = slot_step(SlotStep::Create(body));
+                    create.completed = completed;
+                    slots.entry(number).or_default().push(create);
                 }
             }
             (Call::OrderQuery { number }, Outcome::Found { order }) => {
@@ -742,10 +768,61 @@ fn slot_summary(number: u64, steps: &[Timed<SlotStep>]) -> String {
     format!("no order of the operations on number {number} explains what clients saw")
 }
 
-/// Checks a history (sorted or not). Objects still undecided after `budget` are reported as
-/// such; the search for them goes on in a detached thread until it ends or the process does.
+/// Most threads the search uses.
+const WORKERS_MAX: usize = 4;
+
+/// One object's sub-history, to search.
+enum Job {
+    Stock(String, Vec<Timed<StockStep>>),
+    Slot(u64, Vec<Timed<SlotStep>>),
+}
+
+impl Job {
+    fn object(&self) -> String {
+        match self {
+            Self::Stock(stock, _) => format!("stock {stock}"),
+            Self::Slot(number, _) => format!("order {number}"),
+        }
+    }
+
+    /// The anomaly this object shows, with its smallest stretch, if it has one.
+    fn search(&self, ops: &[Op]) -> Option<Anomaly> {
+        let stretch = |sources: Vec<usize>| sources.iter().map(|&i| ops[i].clone()).collect();
+        match self {
+            Self::Stock(_, steps) => {
+                let start = StockStep::Start(Quantities::any());
+                smallest_failing_stretch::<StockModel>(Some(&start), steps).map(|sources| Anomaly {
+                    object: self.object(),
+                    summary: "no order of these operations explains the quantities clients saw"
+                        .to_owned(),
+                    stretch: stretch(sources),
+                })
+            }
+            Self::Slot(number, steps) => {
+                smallest_failing_stretch::<SlotModel>(None, steps).map(|sources| Anomaly {
+                    object: self.object(),
+                    summary: slot_summary(*number, steps),
+                    stretch: stretch(sources),
+                })
+            }
+        }
+    }
+}
+
+/// What the replicas' logs say about trades: the order number of every trade that took effect,
+/// by the request id the client named it with. Given to [`check`] once a run's logs are final
+/// (`bazaar netchaos` reads them from the replicas' files), it settles each trade that got no
+/// reply but carried a request id: it took effect with that number, or never did. Without it
+/// such a trade is a "maybe" for the rest of the history, and a long run with many of them
+/// is more than the search can decide.
+#[derive(Debug, Clone, Default)]
+pub struct Settled(pub HashMap<RequestId, u64>);
+
+/// Checks a history (sorted or not), with what the logs settle if they are at hand. Objects
+/// still undecided after `budget` are reported as such; the search for them goes on in
+/// detached threads until it ends or the process does.
 #[must_use]
-pub fn check(ops: &[Op], budget: Duration) -> Report {
+pub fn check(ops: &[Op], settled: Option<&Settled>, budget: Duration) -> Report {
     let started = Instant::now();
     let mut ops = ops.to_vec();
     crate::history::sort(&mut ops);
@@ -757,53 +834,51 @@ pub fn check(ops: &[Op], budget: Duration) -> Report {
         stocks,
         slots,
         unexplained,
-    } = objects(&ops, &mut report);
+    } = objects(&ops, settled, &mut report);
     report.stocks = stocks.len();
     report.order_numbers = slots.len();
     report.anomalies = unexplained;
-    let mut pending: Vec<String> = stocks
-        .keys()
-        .map(|s| format!("stock {s}"))
-        .chain(slots.keys().map(|n| format!("order {n}")))
+    // Order numbers first: each is tiny, and there are as many as trades.
+    let jobs: VecDeque<Job> = slots
+        .into_iter()
+        .map(|(number, steps)| Job::Slot(number, steps))
+        .chain(
+            stocks
+                .into_iter()
+                .map(|(stock, steps)| Job::Stock(stock, steps)),
+        )
         .collect();
-
+    let mut pending: BTreeSet<String> = jobs.iter().map(Job::object).collect();
+    let jobs = Arc::new(Mutex::new(jobs));
+    let ops = Arc::new(ops);
     let (tx, rx) = mpsc::channel::<(String, Option<Anomaly>)>();
-    let worker_ops = ops.clone();
-    let search = std::thread::Builder::new()
-        .name("linearizability".into())
-        .spawn(move || {
-            let ops = worker_ops;
-            for (stock, steps) in stocks {
-                let start = StockStep::Start(Quantities::any());
-                let found =
-                    smallest_failing_stretch::<StockModel>(Some(&start), &steps).map(|sources| {
-                        Anomaly {
-                            object: format!("stock {stock}"),
-                            summary:
-                                "no order of these operations explains the quantities clients saw"
-                                    .to_owned(),
-                            stretch: sources.iter().map(|&i| ops[i].clone()).collect(),
-                        }
-                    });
-                if tx.send((format!("stock {stock}"), found)).is_err() {
-                    return;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_MAX));
+    let mut started_any = false;
+    for i in 0..workers {
+        let (jobs, ops, tx) = (Arc::clone(&jobs), Arc::clone(&ops), tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("linearizability-{i}"))
+            .spawn(move || {
+                loop {
+                    let job = jobs
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .pop_front();
+                    let Some(job) = job else { return };
+                    let object = job.object();
+                    if tx.send((object, job.search(&ops))).is_err() {
+                        return;
+                    }
                 }
-            }
-            for (number, steps) in slots {
-                let found =
-                    smallest_failing_stretch::<SlotModel>(None, &steps).map(|sources| Anomaly {
-                        object: format!("order {number}"),
-                        summary: slot_summary(number, &steps),
-                        stretch: sources.iter().map(|&i| ops[i].clone()).collect(),
-                    });
-                if tx.send((format!("order {number}"), found)).is_err() {
-                    return;
-                }
-            }
-        });
-    if let Err(e) = search {
-        report.undecided = pending;
-        tracing::error!(error = %e, "cannot start the linearizability search");
+            });
+        match spawned {
+            Ok(_) => started_any = true,
+            Err(e) => tracing::error!(error = %e, "cannot start a linearizability search thread"),
+        }
+    }
+    drop(tx);
+    if !started_any {
+        report.undecided = pending.into_iter().collect();
         return report;
     }
     let deadline = started + budget;
@@ -811,13 +886,15 @@ pub fn check(ops: &[Op], budget: Duration) -> Report {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((object, anomaly)) => {
-                pending.retain(|p| *p != object);
+                pending.remove(&object);
                 report.anomalies.extend(anomaly);
             }
             Err(_) => break,
         }
     }
-    report.undecided = pending;
+    // Anomalies in a stable order: stocks by name, then orders by number.
+    report.anomalies.sort_by(|a, b| a.object.cmp(&b.object));
+    report.undecided = pending.into_iter().collect();
     report.elapsed_s = started.elapsed().as_secs_f64();
     report
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bazaar_api::order::TradeRequest;
 use bazaar_api::replica::TradeAck;
-use bazaar_api::{Data, Order, Stock, TradeType};
+use bazaar_api::{Data, Order, RequestId, Stock, TradeType};
 use bytes::Bytes;
 use hyper::{StatusCode, Uri};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -542,10 +542,13 @@ impl SimulatedClient {
 
     async fn order_create(&mut self, plan: &Plan, name: &str, kind: TradeType, quantity: u64) {
         let request_kind = RequestKind::Trade;
+        // The client names each trade, so a trade whose reply is lost can be looked up in the
+        // logs afterwards (the linearizability check resolves it that way).
         let request = TradeRequest {
             name: name.to_owned(),
             kind,
             quantity,
+            request_id: Some(RequestId::new()),
         };
         let body = match serde_json::to_vec(&request) {
             Ok(body) => Bytes::from(body),

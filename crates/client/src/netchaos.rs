@@ -512,7 +512,10 @@ async fn experiment(
         record.first_trade_after_heal_ms =
             timeline::first_trade_after(&ops, to).map(|us| us as f64 / 1000.0);
     }
-    let history = tokio::task::block_in_place(|| linearizable::check(&ops, config.check_budget));
+    let settled = settled_by_logs(&config.data_dir);
+    let history = tokio::task::block_in_place(|| {
+        linearizable::check(&ops, Some(&settled), config.check_budget)
+    });
     let acked = acked_in_every_log(&ops, &config.data_dir);
     let (verify_lines, verify_ok) = match verify::verify(&config.data_dir) {
         Ok(found) => (
@@ -840,6 +843,21 @@ async fn wait_quiet(http: &Http, specs: &[ServiceSpec]) -> std::result::Result<(
     }
 }
 
+/// The order number of every trade the replicas' final logs hold, by request id: what settles
+/// the trades whose replies were lost. A file that cannot be read adds nothing (verify reports
+/// it).
+fn settled_by_logs(data_dir: &std::path::Path) -> linearizable::Settled {
+    let mut settled = linearizable::Settled::default();
+    for path in verify::replica_files(data_dir).unwrap_or_default().values() {
+        if let Ok(contents) = bazaar_order::file::read(path) {
+            settled
+                .0
+                .extend(contents.orders.iter().map(|o| (o.request_id, o.number.0)));
+        }
+    }
+    settled
+}
+
 /// Every trade acknowledged to a client must be in every replica's log at its number, as the
 /// same order (stock, type, quantity).
 fn acked_in_every_log(ops: &[Op], data_dir: &std::path::Path) -> AckedCheck {
@@ -874,6 +892,7 @@ fn acked_in_every_log(ops: &[Op], data_dir: &std::path::Path) -> AckedCheck {
                 stock,
                 kind,
                 quantity,
+                ..
             } = &op.call
             else {
                 continue;

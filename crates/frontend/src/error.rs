@@ -70,6 +70,7 @@ impl Error {
                     | ErrorKind::UnknownOrder
                     | ErrorKind::InsufficientStock
                     | ErrorKind::AmountLimit
+                    | ErrorKind::RequestIdReused
                     | ErrorKind::BadRequest),
                 message,
                 ..

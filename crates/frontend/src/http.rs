@@ -12,7 +12,7 @@ use axum::routing::get;
 use bazaar_api::client::{CacheView, LeaderView};
 use bazaar_api::order::TradeRequest;
 use bazaar_api::replica::{OrderTrade, TradeAck};
-use bazaar_api::{Data, Order, RequestId, Stock, TxnNumber, validate_stock_name};
+use bazaar_api::{Data, Order, Stock, TxnNumber, validate_stock_name};
 use bazaar_service::{Json, Path, Query};
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +129,7 @@ async fn order_create(
 ) -> Result<Json<Data<TradeAck>>> {
     let request = TradeRequest::from_json(&body).map_err(Error::BadRequest)?;
     let trade = OrderTrade {
-        request_id: RequestId::new(),
+        request_id: request.request_id.unwrap_or_default(),
         name: request.name,
         kind: request.kind,
         quantity: request.quantity,

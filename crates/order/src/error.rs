@@ -28,6 +28,16 @@ pub enum Error {
     /// The ledger refused the trade; nothing was written.
     #[error("{0}")]
     Refused(Refusal),
+    /// A trade under a request id that already names a different trade (order `number`).
+    #[error(
+        "request id {request_id} already names order {number}, a different trade; a retry must repeat the trade it names"
+    )]
+    RequestIdReused {
+        /// The id.
+        request_id: bazaar_api::RequestId,
+        /// The order it names.
+        number: TxnNumber,
+    },
     /// The write may or may not have been committed: retry with the same request id.
     #[error("the outcome is not known yet: {0}")]
     Uncertain(String),
@@ -98,6 +108,7 @@ impl Error {
             Self::Refused(Refusal::InsufficientStock { .. }) => ErrorKind::InsufficientStock,
             Self::Refused(Refusal::AmountLimit { .. }) => ErrorKind::AmountLimit,
             Self::Refused(Refusal::NotListed) => ErrorKind::NotReady,
+            Self::RequestIdReused { .. } => ErrorKind::RequestIdReused,
             Self::Uncertain(_) => ErrorKind::Uncertain,
             Self::StaleEpoch { .. } => ErrorKind::StaleEpoch,
             Self::EpochClaimed { .. } => ErrorKind::EpochClaimed,

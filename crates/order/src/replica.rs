@@ -122,11 +122,33 @@ impl Writer {
     /// # Errors
     /// As [`Self::write`], and [`Error::Refused`] for what the ledger refused.
     pub async fn trade(&self, command: Command) -> Result<TradeReceipt> {
+        let asked = command.trade().cloned();
         match self.write(command).await? {
-            (Outcome::Traded(number) | Outcome::Duplicate(number), position) => Ok(TradeReceipt {
+            (Outcome::Traded(number), position) => Ok(TradeReceipt {
                 transaction_number: number,
                 position,
             }),
+            (Outcome::Duplicate(number), position) => {
+                // A retry is answered with the first trade's number, but only if it is the same
+                // trade: a client that reuses an id for another trade must hear so.
+                let stored = match &self.replica {
+                    Replica::PrimaryBackup(r) => r.order(number).await?,
+                    Replica::Raft(r) => r.order(number).await?,
+                };
+                if let (Some(asked), Some(row)) = (asked, stored)
+                    && (row.name, row.kind, row.quantity)
+                        != (asked.name, asked.kind, asked.quantity)
+                {
+                    return Err(Error::RequestIdReused {
+                        request_id: asked.request_id,
+                        number,
+                    });
+                }
+                Ok(TradeReceipt {
+                    transaction_number: number,
+                    position,
+                })
+            }
             (Outcome::Refused(refusal), _) => Err(Error::Refused(refusal)),
             (other, _) => Err(Error::Storage(format!("a trade was decided as {other:?}"))),
         }

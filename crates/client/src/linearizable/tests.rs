@@ -46,6 +46,7 @@ fn trade(
             stock: "FishCo".into(),
             kind,
             quantity,
+            request_id: None,
         },
         outcome,
     )
@@ -82,13 +83,13 @@ fn query(client: usize, from: u64, to: u64, number: u64, found: Option<(TradeTyp
 }
 
 fn assert_passes(ops: &[Op]) -> Report {
-    let report = check(ops, BUDGET);
+    let report = check(ops, None, BUDGET);
     assert!(report.ok(), "{report}");
     report
 }
 
 fn assert_fails(ops: &[Op], object: &str) -> Anomaly {
-    let report = check(ops, BUDGET);
+    let report = check(ops, None, BUDGET);
     assert!(!report.ok(), "must fail: {report}");
     report
         .anomalies
@@ -162,6 +163,54 @@ fn a_trade_without_a_reply_may_take_effect_late_or_never() {
         trade(0, 2, 3, TradeType::Sell, 5, unknown()),
         lookup(1, 50, 51, 100),
     ]);
+}
+
+/// A trade without a reply, named by `id`.
+fn named_unknown(client: usize, from: u64, kind: TradeType, quantity: u64, id: RequestId) -> Op {
+    let mut op = trade(client, from, from + 1, kind, quantity, unknown());
+    if let Call::Trade { request_id, .. } = &mut op.call {
+        *request_id = Some(id);
+    }
+    op
+}
+
+#[test]
+fn the_logs_settle_a_trade_without_a_reply() {
+    let id = RequestId::new();
+    let late = [
+        lookup(0, 0, 1, 100),
+        named_unknown(0, 2, TradeType::Buy, 5, id),
+        lookup(1, 50, 51, 100),
+        lookup(1, 90, 91, 95),
+    ];
+    let applied = Settled(HashMap::from([(id, 7)]));
+    let never = Settled::default();
+    phase("applied (the logs hold it as order 7): late is fine, never showing it is not");
+    let report = check(&late, Some(&applied), BUDGET);
+    assert!(report.ok(), "{report}");
+    assert_eq!((report.trades_settled, report.trades_unknown), (1, 0));
+    let unseen = [
+        lookup(0, 0, 1, 100),
+        named_unknown(0, 2, TradeType::Buy, 5, id),
+        lookup(1, 50, 51, 100),
+    ];
+    // Never seen is still linearizable: its effect may come after the last lookup.
+    assert!(check(&unseen, Some(&applied), BUDGET).ok());
+    phase("never applied (no log holds it): a lookup that shows it is an anomaly");
+    let report = check(&late, Some(&never), BUDGET);
+    assert!(!report.ok(), "the logs say it never happened: {report}");
+    assert!(
+        check(&late, None, BUDGET).ok(),
+        "without the logs it is a maybe"
+    );
+    phase("order 7 was made by it, so a query that finds it is explained");
+    let mut with_query = late.to_vec();
+    with_query.push(query(1, 100, 101, 7, Some((TradeType::Buy, 5))));
+    assert!(check(&with_query, Some(&applied), BUDGET).ok());
+}
+
+fn phase(text: &str) {
+    eprintln!("phase: {text}");
 }
 
 #[test]

@@ -211,6 +211,7 @@ mod tests {
                 stock: "A".into(),
                 kind: TradeType::Sell,
                 quantity: 1,
+                request_id: None,
             },
             outcome,
         }
