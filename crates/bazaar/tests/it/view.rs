@@ -236,7 +236,9 @@ async fn a_catalog_killed_under_verifying_clients_costs_nothing(replication: &st
     )
     .await;
     let served_by_2_while_down = metric(&catalog_2, LOOKUPS_SERVED).await - served_by_2;
-    phase!("catalog-2 answered {served_by_2_while_down} lookups while catalog-1 was down");
+    phase!(
+        "{replication}: catalog-2 answered {served_by_2_while_down} lookups while catalog-1 was down"
+    );
 
     phase!("restart catalog-1 from its file while the clients go on");
     system
@@ -266,14 +268,14 @@ async fn a_catalog_killed_under_verifying_clients_costs_nothing(replication: &st
 
     let ops = recorder.ops();
     phase!(
-        "{} operations, {} trades acknowledged, {} orders read back",
+        "{replication}: {} operations, {} trades acknowledged, {} orders read back",
         ops.len(),
         report.trade.count,
         report.orders_verified
     );
     match slowest_during(&ops, killed_us, back_us) {
         Some(op) => phase!(
-            "worst client latency from the kill until catalog-1 caught up ({:.1} s): {:.1} ms ({}); worst of the whole run: lookup {:.1} ms, trade {:.1} ms",
+            "{replication}: worst client latency from the kill until catalog-1 caught up ({:.1} s): {:.1} ms ({}); worst of the whole run: lookup {:.1} ms, trade {:.1} ms",
             (back_us - killed_us) as f64 / 1e6,
             latency_ms(op),
             op.describe(),
