@@ -14,3 +14,4 @@ mod failover;
 mod raft;
 mod restart;
 mod trading;
+mod view;

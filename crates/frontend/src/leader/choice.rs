@@ -98,6 +98,31 @@ pub fn choose(statuses: &[(ReplicaId, Option<ReplicaStatus>)], refused: &[Replic
     }
 }
 
+/// Primary-backup: whether `leader` still leads `epoch` as far as `statuses` show: it answers
+/// as the ready leader of that epoch and no replica has seen a newer one. A request that timed
+/// out on such a leader met a slow leader, not a failed one (it may be waiting out a dropped
+/// front-end's lease, or its handover wait): appointing it again under a new epoch would make
+/// it resign, fail every write it was releasing and start a new handover wait, so under a
+/// long lease trades would never be released. The choice stands instead, and a retry with the
+/// same request id joins the write already under way.
+#[must_use]
+pub fn still_leads(
+    statuses: &[(ReplicaId, Option<ReplicaStatus>)],
+    leader: ReplicaId,
+    epoch: Epoch,
+) -> bool {
+    let answered = || statuses.iter().filter_map(|(_, s)| s.as_ref());
+    let leads = answered().any(|s| {
+        s.id == leader
+            && s.mode == ReplicationMode::PrimaryBackup
+            && s.role == ReplicaRole::Leader
+            && s.ready
+            && s.leader == Some(leader)
+            && s.epoch == epoch
+    });
+    leads && answered().all(|s| s.epoch <= epoch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +172,36 @@ mod tests {
             choose(&statuses, &[ReplicaId(2)]),
             Choice::Wait(_)
         ));
+    }
+
+    #[test]
+    fn a_primary_backup_leader_still_leads_only_its_own_epoch_unchallenged() {
+        let steady = [
+            status(3, PB, ReplicaRole::Leader, 7),
+            status(2, PB, ReplicaRole::Follower, 7),
+            (ReplicaId(1), None),
+        ];
+        assert!(still_leads(&steady, ReplicaId(3), Epoch(7)));
+        assert!(
+            !still_leads(&steady, ReplicaId(3), Epoch(6)),
+            "another choice was made since"
+        );
+        assert!(!still_leads(&steady, ReplicaId(2), Epoch(7)), "a follower");
+        let superseded = [
+            status(3, PB, ReplicaRole::Leader, 7),
+            status(2, PB, ReplicaRole::Follower, 8),
+        ];
+        assert!(
+            !still_leads(&superseded, ReplicaId(3), Epoch(7)),
+            "a replica has seen a newer epoch"
+        );
+        let silent = [
+            (ReplicaId(3), None),
+            status(2, PB, ReplicaRole::Follower, 7),
+        ];
+        assert!(!still_leads(&silent, ReplicaId(3), Epoch(7)), "no answer");
+        let raft = [status(3, RAFT, ReplicaRole::Leader, 7)];
+        assert!(!still_leads(&raft, ReplicaId(3), Epoch(7)), "raft elects");
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //!
 //! Failover: a request that finds the leader unreachable, "not leader", or silent for longer
 //! than [`ATTEMPT_TIMEOUT`] (a paused leader) reports that choice failed and is retried with
-//! the same request id on the next one (exactly once holds: the log keeps request ids). A leader
-//! that is busy (recovering, a new leader's first entry, the handover wait, an outcome not yet
-//! known) is retried after a backoff. Answers that retrying cannot change come back at once:
-//! a raft leader without a majority (`no_quorum`), or no leader found for [`ELECTION_WAIT`]
-//! (a partition without a majority, every replica down): 503 within about a second, not after
-//! the whole failover deadline.
+//! the same request id on the next one (exactly once holds: the log keeps request ids). In
+//! primary-backup mode a leader that only timed out, and still answers as the ready leader of
+//! the chosen epoch, is kept ([`choice::still_leads`]): appointing it again would restart its
+//! handover wait and fail what it was releasing. A leader that is busy (recovering, a new
+//! leader's first entry, the handover wait, an outcome not yet known) is retried after a
+//! backoff. Answers that retrying cannot change come back at once: a raft leader without a
+//! majority (`no_quorum`), or no leader found for [`ELECTION_WAIT`] (a partition without a
+//! majority, every replica down): 503 within about a second, not after the whole failover
+//! deadline.
 //!
 //! # Layout
 //! - [`choice`] — what to do with the replicas' health, free of I/O.
@@ -420,16 +423,21 @@ impl LeaderSelector {
                 epoch,
                 generation,
             }));
-            // Wait for a report that this choice failed (older reports are stale).
+            // Wait for a report that this choice failed (older reports are stale), unless the
+            // leader turns out to be slow rather than failed.
             let hint = loop {
-                tokio::select! {
+                let hint = tokio::select! {
                     () = stop.cancelled() => return,
                     report = failures.recv() => match report {
-                        Some(f) if f.generation == generation => break f.hint,
-                        Some(_) => {}
+                        Some(f) if f.generation == generation => f.hint,
+                        Some(_) => continue,
                         None => return,
                     },
+                };
+                if hint.is_none() && self.still_leads(generation).await {
+                    continue;
                 }
+                break hint;
             };
             // Raft: a "not leader" reply naming another replica is followed at once.
             if let Some(hint) = hint
@@ -448,6 +456,18 @@ impl LeaderSelector {
             }
             self.publish(Leadership::Searching);
         }
+    }
+
+    /// Primary-backup: whether choice `generation` still stands (see [`choice::still_leads`]).
+    async fn still_leads(&self, generation: u64) -> bool {
+        let Some(current) = self.current().filter(|c| c.generation == generation) else {
+            return false;
+        };
+        let leads = choice::still_leads(&self.statuses().await, current.client.id(), current.epoch);
+        if leads {
+            tracing::info!(leader = %current.client.id(), epoch = %current.epoch, "the order leader is slow, not failed: it still leads its epoch; keeping it");
+        }
+        leads
     }
 
     async fn is_raft_leader(&self, client: &ReplicaClient) -> bool {

@@ -480,8 +480,11 @@ impl RaftReplica {
                 me: self.inner.id,
                 leader: self.hint(f.leader_id),
             },
+            // One round of heartbeats without a majority (a late reply on a loaded machine):
+            // worth retrying. A leader that has really lost its majority is refused with
+            // `NoQuorum` by `leader_epoch` once that has lasted the grace.
             RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)) => {
-                Error::NoQuorum(format!("no majority confirmed this leader: {e}"))
+                Error::NotReady(format!("no majority confirmed this leader yet: {e}"))
             }
             RaftError::Fatal(_) => Error::ShuttingDown,
         }

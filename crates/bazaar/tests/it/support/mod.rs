@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod relay;
 pub mod up;
 pub mod webdriver;
 
@@ -440,12 +441,21 @@ impl System {
 
     /// [`Self::spawn_frontend`] with extra flags.
     pub async fn spawn_frontend_with(&self, extra: &[&str]) -> Extra {
+        let replicas: Vec<String> = (1..=3).map(|id| self.url(Role::Order, Some(id))).collect();
+        self.spawn_frontend_via(&replicas, extra).await
+    }
+
+    /// [`Self::spawn_frontend_with`], reaching order replica `i + 1` at `replicas[i]` (a
+    /// relay, say) instead of where it listens.
+    pub async fn spawn_frontend_via(&self, replicas: &[String], extra: &[&str]) -> Extra {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let replicas: Vec<String> = (1..=3)
-            .map(|id| format!("{id}={}", self.url(Role::Order, Some(id))))
+        let replicas: Vec<String> = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, url)| format!("{}={url}", i + 1))
             .collect();
         let catalogs: Vec<String> = self
             .cluster
