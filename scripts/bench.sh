@@ -46,14 +46,14 @@ stop_system() {
 trap 'stop_system; rm -rf "$work/data"' EXIT
 
 free_base_port() {
-  # A base port with the 14 ports above it free (front-end +0, catalog +1, replicas +11..+13).
+  # A base port with the ports `up` uses free (front-end +0, catalogs +1 and +2, replicas +11..+13).
   python3 - <<'EOF'
 import socket, random
 for _ in range(200):
     base = random.randrange(20000, 60000)
     socks = []
     try:
-        for off in (0, 1, 11, 12, 13):
+        for off in (0, 1, 2, 11, 12, 13):
             s = socket.socket(); s.bind(("127.0.0.1", base + off)); socks.append(s)
         print(base); break
     except OSError:

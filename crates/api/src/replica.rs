@@ -77,6 +77,11 @@ pub struct ReplicaStatus {
     /// offered to the catalogs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible: Option<Position>,
+    /// On a leader: whether it can commit now (its followers confirmed its epoch recently
+    /// enough). A primary-backup leader cut off from the followers it needs says false, and
+    /// the front-end appoints another instead of waiting on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<bool>,
 }
 
 /// `GET /internal/status`: what a primary-backup replica tells its peers, enough to choose whom

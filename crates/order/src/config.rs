@@ -51,11 +51,12 @@ pub struct Config {
     pub stocks: Option<PathBuf>,
 
     /// Primary-backup: copies (the leader's included) a write needs before it is acknowledged.
-    /// 1 is the lab's design (a leader cut off from every follower goes on alone, and what it
-    /// acknowledges alone is lost if it dies); 2 refuses to acknowledge anything only one
-    /// replica holds (trades wait, then get 503, while only one replica is reachable).
-    #[arg(long, env = "BAZAAR_MIN_COPIES", default_value_t = 1)]
-    pub min_copies: usize,
+    /// The default, a majority of the replicas (2 of 3), never acknowledges what a partition
+    /// or a crash can take back: a side without a majority refuses trades with 503. 1 is the
+    /// lab's design: a leader cut off from every follower goes on alone, and what it
+    /// acknowledges alone is lost (its numbers given again) if it dies or is partitioned away.
+    #[arg(long, env = "BAZAAR_MIN_COPIES")]
+    pub min_copies: Option<usize>,
 
     /// Primary-backup: a live follower that has not stored an append within this long is
     /// marked behind (and caught up in the background) so trades go on without it.
@@ -129,6 +130,13 @@ impl From<ModeArg> for ReplicationMode {
 }
 
 impl Config {
+    /// Copies a primary-backup write needs: `--min-copies`, else a majority of the replicas.
+    #[must_use]
+    pub fn min_copies(&self) -> usize {
+        self.min_copies
+            .unwrap_or_else(|| self.peers.0.len().max(1) / 2 + 1)
+    }
+
     /// The address to listen on.
     #[must_use]
     pub fn listen_addr(&self) -> SocketAddr {
@@ -178,10 +186,10 @@ impl Config {
             return Err("--raft-snapshot-every 0 must be at least 1".into());
         }
         let replicas = self.peers.0.len().max(1);
-        if !(1..=replicas).contains(&self.min_copies) {
+        if !(1..=replicas).contains(&self.min_copies()) {
             return Err(format!(
                 "--min-copies {} must be from 1 to the number of replicas ({replicas})",
-                self.min_copies
+                self.min_copies()
             ));
         }
         if !(FEED_LEASE_MIN..=LEASE_MAX).contains(&self.feed_lease) {

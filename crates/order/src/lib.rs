@@ -176,7 +176,7 @@ impl OrderService {
                 let settings = primary_backup::core::Settings {
                     id: config.id,
                     peers: config.others().into_keys().collect(),
-                    min_copies: config.min_copies,
+                    min_copies: config.min_copies(),
                     append_timeout: config.replication_timeout,
                     heartbeat: PRIMARY_BACKUP_HEARTBEAT,
                     sync_timeout: config.replication_timeout.max(Duration::from_millis(500)),

@@ -85,6 +85,8 @@ impl Writer {
             Replica::Raft(r) => r.status(),
         };
         status.visible = self.release.released().position;
+        status.commits = (status.role == bazaar_api::replica::ReplicaRole::Leader)
+            .then(|| self.release.vouches());
         status
     }
 

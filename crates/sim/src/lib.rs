@@ -44,7 +44,7 @@ use bazaar_api::{Epoch, Price, ReplicaId, RequestId};
 use bazaar_ledger::Outcome;
 use bazaar_order::primary_backup::core::{
     Action, Decided, Event, Failure, PeerError, Replica, Reply, RequestNumber, Settings, Term,
-    Token,
+    Token, Vouching,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -54,6 +54,10 @@ use crate::disk::{Disk, Pending};
 
 /// Entries recorded for the trace printed with a violation.
 const TRACE_LEN: usize = 300;
+
+/// How stale a leader's last confirmation by its followers may be before its health says it
+/// cannot commit: five heartbeats, as the order service's release gate allows.
+const VOUCH_GRACE: Duration = Duration::from_millis(250);
 
 /// Which faults and settings a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -709,6 +713,13 @@ impl World {
             position: replica.len(),
             last_number: replica.last_number(),
             visible: replica.committed(),
+            commits: (role == ReplicaRole::Leader).then(|| match replica.vouching() {
+                Vouching::No => false,
+                Vouching::Alone => true,
+                Vouching::Since(basis) => {
+                    self.instant(self.now).saturating_duration_since(basis) <= VOUCH_GRACE
+                }
+            }),
         })
     }
 

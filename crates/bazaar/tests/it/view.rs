@@ -314,7 +314,7 @@ async fn a_catalog_killed_under_verifying_clients_costs_nothing(replication: &st
     assert!(during > 0, "no lookup ran while catalog-1 was down");
 
     let linearizable =
-        bazaar_client::linearizable::check(&ops, bazaar_client::linearizable::BUDGET_DEFAULT);
+        bazaar_client::linearizable::check(&ops, None, bazaar_client::linearizable::BUDGET_DEFAULT);
     assert!(
         linearizable.ok(),
         "what the clients saw is not linearizable (seed {seed}):\n{linearizable}"

@@ -99,7 +99,8 @@ pub fn choose(statuses: &[(ReplicaId, Option<ReplicaStatus>)], refused: &[Replic
 }
 
 /// Primary-backup: whether `leader` still leads `epoch` as far as `statuses` show: it answers
-/// as the ready leader of that epoch and no replica has seen a newer one. A request that timed
+/// as the ready leader of that epoch, can still commit (it does not report that the followers
+/// it needs are out of reach), and no replica has seen a newer one. A request that timed
 /// out on such a leader met a slow leader, not a failed one (it may be waiting out a dropped
 /// front-end's lease, or its handover wait): appointing it again under a new epoch would make
 /// it resign, fail every write it was releasing and start a new handover wait, so under a
@@ -119,6 +120,7 @@ pub fn still_leads(
             && s.ready
             && s.leader == Some(leader)
             && s.epoch == epoch
+            && s.commits != Some(false)
     });
     leads && answered().all(|s| s.epoch <= epoch)
 }
@@ -146,6 +148,7 @@ mod tests {
                 position: Position(0),
                 last_number: None,
                 visible: None,
+                commits: (role == ReplicaRole::Leader).then_some(true),
             }),
         )
     }
@@ -202,6 +205,14 @@ mod tests {
         assert!(!still_leads(&silent, ReplicaId(3), Epoch(7)), "no answer");
         let raft = [status(3, RAFT, ReplicaRole::Leader, 7)];
         assert!(!still_leads(&raft, ReplicaId(3), Epoch(7)), "raft elects");
+        let mut cut_off = steady.clone();
+        if let (_, Some(leader)) = &mut cut_off[0] {
+            leader.commits = Some(false);
+        }
+        assert!(
+            !still_leads(&cut_off, ReplicaId(3), Epoch(7)),
+            "a leader that cannot commit (its followers out of reach) is replaced"
+        );
     }
 
     #[test]

@@ -342,6 +342,7 @@ fn publish(core: &Replica, now: std::time::Instant) -> Published {
             position: core.len(),
             last_number: core.last_number(),
             visible: None,
+            commits: None,
         },
         peer: core.peer_status(),
         vouching: match core.vouching() {

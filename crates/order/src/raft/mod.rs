@@ -360,6 +360,7 @@ impl RaftReplica {
             position: book.position,
             last_number: book.next_number.0.checked_sub(1).map(TxnNumber),
             visible: None,
+            commits: None,
         }
     }
 

@@ -162,6 +162,14 @@ impl Release {
         &self.inner.feed
     }
 
+    /// Whether this replica can vouch for its leadership now: it leads, and its followers (a
+    /// majority in raft mode, enough live ones for `--min-copies` in primary-backup) confirmed
+    /// its epoch within the grace. A leader that cannot is unable to commit anything.
+    #[must_use]
+    pub fn vouches(&self) -> bool {
+        self.inner.vouch.vouches(self.inner.grace)
+    }
+
     /// What is released now.
     #[must_use]
     pub fn released(&self) -> Released {
