@@ -89,9 +89,10 @@ fn render(file: &ClusterFile, data_dir: &std::path::Path, view: &ClusterView) ->
             .find(|s: &&ServiceRecord| s.url == url)
             .map_or_else(|| "-".into(), |s| s.pid.to_string())
     };
-    let mut rows: Vec<[String; 9]> = vec![
+    let mut rows: Vec<[String; 10]> = vec![
         [
-            "SERVICE", "ADDRESS", "PID", "HEALTH", "ROLE", "EPOCH", "LAST", "LAG", "NOTE",
+            "SERVICE", "ADDRESS", "PID", "HEALTH", "ROLE", "EPOCH", "POSITION", "LAST", "LAG",
+            "NOTE",
         ]
         .map(str::to_owned),
     ];
@@ -111,6 +112,7 @@ fn render(file: &ClusterFile, data_dir: &std::path::Path, view: &ClusterView) ->
             "-".into(),
             "-".into(),
             "-".into(),
+            "-".into(),
             note,
         ]);
     }
@@ -126,6 +128,7 @@ fn render(file: &ClusterFile, data_dir: &std::path::Path, view: &ClusterView) ->
                 dash(r.role.clone())
             },
             dash(r.epoch),
+            dash(r.position),
             dash(r.last),
             dash(r.lag),
             r.error.clone().unwrap_or_default(),
@@ -141,10 +144,11 @@ fn render(file: &ClusterFile, data_dir: &std::path::Path, view: &ClusterView) ->
             "-".into(),
             dash(c.position),
             "-".into(),
+            "-".into(),
             c.error.clone().unwrap_or_default(),
         ]);
     }
-    let mut widths = [0usize; 9];
+    let mut widths = [0usize; 10];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -220,7 +224,7 @@ mod tests {
         let file = ClusterFile {
             replication: Some("primary-backup".into()),
             services: vec![
-                record(Role::Catalog, None, "http://127.0.0.1:8081", 10),
+                record(Role::Catalog, Some(1), "http://127.0.0.1:8081", 10),
                 record(Role::Order, Some(1), "http://127.0.0.1:8091", 11),
                 record(Role::Order, Some(2), "http://127.0.0.1:8092", 12),
                 record(Role::Frontend, None, "http://127.0.0.1:8080", 13),
@@ -250,11 +254,14 @@ mod tests {
                     2,
                     ok(
                         "http://127.0.0.1:8092",
-                        json!({"role": "leader", "epoch": 4, "last": {"number": 9, "epoch": 4}, "ready": true}),
+                        json!({"role": "leader", "epoch": 4, "position": 12, "last_number": 9, "ready": true}),
                     ),
                 ),
             ],
-            vec![ok("http://127.0.0.1:8081", json!({"stocks": 12}))],
+            vec![ok(
+                "http://127.0.0.1:8081",
+                json!({"stocks": 12, "position": 11}),
+            )],
         );
         let text = render(&file, std::path::Path::new("bazaar-data"), &view);
         let lines: Vec<&str> = text.lines().collect();
@@ -263,24 +270,24 @@ mod tests {
             "Stock Bazaar, primary-backup replication (data: bazaar-data)"
         );
         assert!(
-            lines[2].starts_with("SERVICE   ADDRESS         PID  HEALTH  ROLE"),
+            lines[2].starts_with("SERVICE    ADDRESS         PID  HEALTH  ROLE"),
             "{text}"
         );
         assert!(
-            lines[3].starts_with("frontend  127.0.0.1:8080  13   up      front-end"),
+            lines[3].starts_with("frontend   127.0.0.1:8080  13   up      front-end"),
             "{text}"
         );
         assert!(
-            lines[4].contains("order-1   127.0.0.1:8091  11   down"),
+            lines[4].contains("order-1    127.0.0.1:8091  11   down"),
             "{text}"
         );
         assert!(lines[4].ends_with("connection refused"), "{text}");
         assert!(
-            lines[5].contains("up      leader     4      9     0"),
+            lines[5].contains("up      leader     4      12        9     0"),
             "{text}"
         );
         assert!(
-            lines[6].starts_with("catalog   127.0.0.1:8081  10   up      catalog"),
+            lines[6].starts_with("catalog-1  127.0.0.1:8081  10   up      catalog    -      11"),
             "{text}"
         );
         assert_eq!(

@@ -123,10 +123,23 @@ async fn without_any_order_replica_trades_fail_with_503() {
     // it answers no lookup rather than risk an old one.
     let (status, body) = api.get("/stocks/FishCo").await;
     assert_error(status, &body, 503, "no order replica");
-    phase!("a replica comes back: trading resumes without restarting the front-end");
+    phase!("one replica comes back: it holds no majority of copies, so trades still get 503");
     system
         .cluster()
         .restart(Role::Order, Some(2))
+        .await
+        .expect("restart");
+    let (status, body) = api
+        .post(
+            "/orders",
+            &json!({"name": "FishCo", "type": "buy", "quantity": 1}),
+        )
+        .await;
+    assert_error(status, &body, 503, "");
+    phase!("a second comes back: trading resumes without restarting the front-end");
+    system
+        .cluster()
+        .restart(Role::Order, Some(1))
         .await
         .expect("restart");
     assert_eq!(api.trade("FishCo", "buy", 1).await, Ok(0));

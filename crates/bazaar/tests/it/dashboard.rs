@@ -424,7 +424,14 @@ async fn bazaar_status_prints_the_cluster_and_fails_while_a_replica_is_down() {
     let output = status(data.clone()).await;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(0), "{text}");
-    for name in ["frontend", "order-1", "order-2", "order-3", "catalog"] {
+    for name in [
+        "frontend",
+        "order-1",
+        "order-2",
+        "order-3",
+        "catalog-1",
+        "catalog-2",
+    ] {
         assert!(
             text.lines()
                 .any(|l| l.starts_with(name) && l.contains(" up ")),

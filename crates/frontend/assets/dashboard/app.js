@@ -286,7 +286,7 @@
       rows.push({
         key: 'order ' + r.url, name: r.name || 'order-' + r.id, url: r.url,
         role: r.state === 'down' ? '-' : (r.role || '-'), leader: r.role === 'leader',
-        epoch: r.epoch, last: r.last, lag: r.lag, state: r.state, error: r.error, health: r.health,
+        epoch: r.epoch, last: r.position, lag: r.lag, state: r.state, error: r.error, health: r.health,
       });
     }
     for (const c of view.catalogs || []) {

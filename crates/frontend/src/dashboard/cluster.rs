@@ -117,9 +117,11 @@ pub struct ReplicaRow {
     pub mode: Option<String>,
     /// Its epoch (the Raft term in raft mode).
     pub epoch: Option<u64>,
-    /// Number of the last order in its log; `None` when the log is empty or unknown.
+    /// Log entries it holds (raft: has applied).
+    pub position: Option<u64>,
+    /// Number of the last order in its log; `None` when the log has none or it is unknown.
     pub last: Option<u64>,
-    /// Orders it lacks that the leader holds; `None` when either is unknown.
+    /// Log entries it lacks that the leader holds; `None` when either is unknown.
     pub lag: Option<u64>,
     /// The leader it follows.
     pub follows: Option<u64>,
@@ -132,7 +134,7 @@ pub struct ReplicaRow {
 /// One catalog.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CatalogRow {
-    /// `catalog`, or `catalog-<n>` when there are several.
+    /// `catalog-<n>`, numbered from 1 in the order given.
     pub name: String,
     /// Base URL.
     pub url: String,
@@ -241,6 +243,7 @@ impl ClusterView {
                     role,
                     mode: field_str(&health, "mode"),
                     epoch: field_u64(&health, &["epoch", "term"]),
+                    position: log_len(&health),
                     last: last_number(&health),
                     lag: None,
                     follows: field_u64(&health, &["leader"]),
@@ -250,18 +253,13 @@ impl ClusterView {
             })
             .collect();
         replicas.sort_by_key(|r| r.id);
-        let several = catalogs.len() > 1;
         let catalogs = catalogs
             .into_iter()
             .enumerate()
             .map(|(i, probe)| {
                 let (health, error) = split(&probe);
                 CatalogRow {
-                    name: if several {
-                        format!("catalog-{}", i + 1)
-                    } else {
-                        "catalog".into()
-                    },
+                    name: format!("catalog-{}", i + 1),
                     url: probe.url,
                     state: if error.is_none() {
                         State::Up
@@ -380,7 +378,7 @@ mod tests {
         assert_eq!(view.replicas[1].lag, Some(42), "it lacks 42 entries");
         assert_eq!(view.replicas[2].lag, Some(0));
         assert_eq!(view.frontends[0].caching, Some(true));
-        assert_eq!(view.catalogs[0].name, "catalog");
+        assert_eq!(view.catalogs[0].name, "catalog-1");
         assert_eq!(view.catalogs[0].stocks, Some(12));
         assert_eq!(view.catalogs[0].position, Some(44));
         assert!(view.all_up());

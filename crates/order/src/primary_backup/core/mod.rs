@@ -1,6 +1,6 @@
 //! The primary-backup replica as a pure state machine: `Replica::step(now, event)` returns the
 //! actions the runtime must carry out. No tokio, no SQLite, no HTTP, no clock of its own: the
-//! runtime (`super::runtime`) and the simulator (`crate::sim`) feed it events and carry out its
+//! runtime (`super`) and the simulator (the `bazaar-sim` crate) feed it events and carry out its
 //! actions, each in its own way.
 //!
 //! ```text
