@@ -19,6 +19,7 @@ pub struct TradeTry {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
     /// The calling leader's epoch; the catalog refuses epochs older than the newest it saw.
     pub epoch: Epoch,
@@ -79,12 +80,15 @@ pub struct TradeRecord {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
     /// Saga state.
     pub state: TradeState,
     /// Milliseconds since the Unix epoch when the trade was first tried.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub created_ms: u64,
     /// Milliseconds since the Unix epoch of the last state change.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub updated_ms: u64,
 }
 
@@ -95,7 +99,11 @@ pub struct TradesQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<TradeState>,
     /// Only trades whose last change is at least this many milliseconds old.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::bounded::option_u64"
+    )]
     pub older_than_ms: Option<u64>,
 }
 

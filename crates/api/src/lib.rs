@@ -10,9 +10,14 @@
 //! - [`stock`], [`order`] — the public resources and the trade request.
 //! - [`catalog`] — the catalog's internal trade saga messages and its invalidation feed.
 //! - [`replica`] — the order replicas' status, leader notices and replication messages.
+//! - [`auth`] — the cluster key and the TLS trust every internal call presents.
 //! - [`client`] — typed clients over pooled keep-alive HTTP connections.
+//! - [`websocket`] — WebSockets to cluster services (the invalidation feed), key and TLS
+//!   included.
+//! - [`retry`] — back-off with a deadline for every retry loop.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod catalog;
 pub mod client;
 pub mod envelope;
@@ -20,7 +25,9 @@ pub mod ids;
 pub mod order;
 pub mod price;
 pub mod replica;
+pub mod retry;
 pub mod stock;
+pub mod websocket;
 
 pub use envelope::{Data, ErrorBody, ErrorDetail, LeaderHint};
 pub use ids::{Epoch, ReplicaId, RequestId, TxnNumber, Version};

@@ -67,6 +67,7 @@ pub struct Order {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares traded.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
 }
 

@@ -80,6 +80,7 @@ pub struct OrderTrade {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
     /// 0 on the front-end's first attempt, counted up on each retry. A first attempt's request
     /// id is brand new, so the leader skips looking for it in the log.
@@ -107,6 +108,7 @@ pub struct OrderEntry {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
     /// Epoch of the leader that created the entry; on conflict the newer epoch wins.
     pub epoch: Epoch,
@@ -179,6 +181,7 @@ pub struct AppendReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrdersPageQuery {
     /// First number wanted.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub from: u64,
     /// Page length; the replica may return fewer.
     pub limit: Option<u32>,
@@ -220,14 +223,15 @@ impl std::fmt::Display for ReplicaUrls {
     }
 }
 
-/// Checks that `url` is an `http://host:port` base URL.
+/// Checks that `url` is an `http://host:port` (or, with TLS, `https://host:port`) base URL.
 ///
 /// # Errors
 /// A sentence naming the URL.
 pub fn validate_base_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
     let (host, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| format!("{url:?} has no port"))?;
@@ -249,11 +253,13 @@ mod tests {
         assert_eq!(urls.0.len(), 2);
         assert_eq!(urls.to_string(), "1=http://127.0.0.1:8091,2=http://h:2");
         assert_eq!("".parse::<ReplicaUrls>(), Ok(ReplicaUrls::default()));
+        assert!("1=https://h:1".parse::<ReplicaUrls>().is_ok(), "TLS URLs");
         for bad in [
             "1",
             "x=http://h:1",
             "0=http://h:1",
             "1=h:1",
+            "1=ftp://h:1",
             "1=http://h",
             "1=http://h:0",
             "1=http://h:1/x",
