@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bazaar_service::parse_duration;
+use bazaar_service::{NetworkArgs, parse_duration};
 
 /// Restocking more often than this would turn a background chore into load.
 pub const RESTOCK_INTERVAL_MIN: Duration = Duration::from_millis(100);
@@ -49,6 +49,11 @@ pub struct Config {
     /// How long to wait for a front-end to acknowledge an invalidation before dropping it.
     #[arg(long, env = "BAZAAR_FEED_ACK_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub feed_ack_timeout: Duration,
+
+    /// Cluster key, TLS and listener limits. Every route but `GET /health` and `GET /metrics`
+    /// requires the key.
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 impl Config {
@@ -62,6 +67,7 @@ impl Config {
             restock_interval: None,
             restock_to: RESTOCK_TO_DEFAULT,
             feed_ack_timeout: FEED_ACK_TIMEOUT_DEFAULT,
+            network: NetworkArgs::insecure(),
         }
     }
 

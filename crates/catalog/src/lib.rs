@@ -22,7 +22,7 @@ pub mod trade;
 
 use std::time::Duration;
 
-use bazaar_service::{DbLock, Fatal, Metrics};
+use bazaar_service::{DbLock, Fatal, Metrics, Network};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::net::TcpListener;
@@ -42,6 +42,8 @@ const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
 /// An opened catalog, ready to serve.
 pub struct Catalog {
     config: Config,
+    /// The resolved key, TLS and listener limits.
+    network: Network,
     store: Store,
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
@@ -65,6 +67,7 @@ impl Catalog {
     /// [`Error::Config`] or [`Error::Storage`], each naming the flag or file.
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
+        let network = config.network.resolve().map_err(Error::Config)?;
         let root = tracing::info_span!("service", service = "catalog");
         let _entered = root.enter();
         let lock = DbLock::acquire(&config.db).map_err(Error::Config)?;
@@ -74,6 +77,7 @@ impl Catalog {
             Store::open(&config.db, || seed::load(stocks.as_deref()), fatal.clone())?;
         Ok(Self {
             config,
+            network,
             store,
             writer,
             fatal,
@@ -107,6 +111,7 @@ impl Catalog {
     ) -> Result<()> {
         let Self {
             config,
+            network,
             store,
             writer,
             fatal,
@@ -145,11 +150,13 @@ impl Catalog {
             shutdown: stop.clone(),
             trade_steps,
         };
-        let router = bazaar_service::finish_router(http::router(state), metrics);
+        let router =
+            bazaar_service::finish_router(http::router(state), metrics, network.backend_access());
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, db = %config.db.display(), "catalog listening");
         }
-        let served = bazaar_service::serve(listener, router, stop.clone()).await;
+        let served =
+            bazaar_service::serve(listener, router, network.listening.clone(), stop.clone()).await;
         stop.cancel();
         bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
         // Every store handle is gone with the router and the tasks: the writer drains and ends.

@@ -513,7 +513,7 @@ async fn probe_until_success(api: &FrontendClient) -> std::result::Result<(), Cl
 
 /// Waits until no reservation is open at the catalog and every replica reports the same tip.
 async fn wait_quiet(cluster: &Cluster) -> std::result::Result<(), String> {
-    let http = Http::new(Duration::from_secs(2));
+    let http = Http::with_auth(Duration::from_secs(2), cluster.client_auth());
     let catalog = cluster
         .url(Role::Catalog, None)
         .ok_or("the system has no catalog")?;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bazaar_api::replica::{ReplicaUrls, validate_base_url};
-use bazaar_service::parse_duration;
+use bazaar_service::{NetworkArgs, parse_duration};
 
 /// Default cache capacity: smaller than the shipped catalog (12 stocks), so replacement
 /// happens under load.
@@ -58,6 +58,11 @@ pub struct Config {
     /// client gets 503.
     #[arg(long, env = "BAZAAR_FAILOVER_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub failover_deadline: Duration,
+
+    /// Cluster key, TLS and listener limits. The front-end's own routes are public; it
+    /// presents the key on every call it makes to the catalog and the replicas.
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 impl Config {
@@ -72,6 +77,7 @@ impl Config {
             no_cache: false,
             feed_lease: Duration::from_secs(1),
             failover_deadline: crate::leader::FAILOVER_DEADLINE_DEFAULT,
+            network: NetworkArgs::insecure(),
         }
     }
 
@@ -102,6 +108,7 @@ impl Config {
                 self.failover_deadline
             ));
         }
+        self.network.resolve()?;
         Ok(())
     }
 }

@@ -9,7 +9,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bazaar_api::auth::ClientAuth;
 use bazaar_api::catalog::{FeedEvent, FeedReply};
+use bazaar_api::websocket::{ClusterWebSocket, connect_websocket};
 use futures::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,9 +26,11 @@ const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// Pings per lease: several, so one late pong does not end the lease.
 const PINGS_PER_LEASE: u32 = 5;
 
-/// Keeps the feed connected until `stop` is cancelled.
+/// Keeps the feed connected until `stop` is cancelled. The upgrade presents `auth`'s cluster key
+/// (the feed is an internal route).
 pub async fn run(
     feed_url: String,
+    auth: ClientAuth,
     label: String,
     lease: Duration,
     cache: Arc<Cache>,
@@ -41,10 +45,10 @@ pub async fn run(
         cache.disable();
         let connected = tokio::select! {
             () = stop.cancelled() => return,
-            c = tokio_tungstenite::connect_async(url.as_str()) => c,
+            c = connect_websocket(&url, &auth) => c,
         };
         match connected {
-            Ok((socket, _)) => {
+            Ok(socket) => {
                 let (reason, was_up) = run_connection(socket, lease, &cache, &stop).await;
                 cache.disable();
                 if stop.is_cancelled() {
@@ -70,9 +74,7 @@ pub async fn run(
 
 /// Runs one connection; returns why it ended and whether caching was ever on during it.
 async fn run_connection(
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    socket: ClusterWebSocket,
     lease: Duration,
     cache: &Cache,
     stop: &CancellationToken,

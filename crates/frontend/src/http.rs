@@ -129,12 +129,9 @@ async fn order_create(
     Ok(Json(Data::new(ack)))
 }
 
+/// Digits only, at most `TxnNumber::MAX` (`+0` and 2^63 are 400, not another order).
 fn parse_order_number(text: &str) -> Result<TxnNumber> {
-    text.parse::<u64>().map(TxnNumber).map_err(|_| {
-        Error::BadRequest(format!(
-            "order number {text:?} is not a non-negative integer"
-        ))
-    })
+    text.parse::<TxnNumber>().map_err(Error::BadRequest)
 }
 
 async fn order_get(

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bazaar_api::client::{CatalogClient, Http};
-use bazaar_service::Metrics;
+use bazaar_service::{Access, Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,8 +63,9 @@ async fn run(
     root: tracing::Span,
 ) -> Result<()> {
     config.validate().map_err(Error::Config)?;
+    let network = config.network.resolve().map_err(Error::Config)?;
     let metrics = Metrics::with_root(root);
-    let http = Http::new(CATALOG_TIMEOUT);
+    let http = Http::with_auth(CATALOG_TIMEOUT, network.client());
     let catalog = CatalogClient::new(http.clone(), config.catalog.clone());
     let leader_metrics = LeaderMetrics::default();
     leader_metrics.register(&metrics);
@@ -87,6 +88,7 @@ async fn run(
             tasks.spawn(
                 feed::run(
                     catalog.feed_url(),
+                    network.client().clone(),
                     format!("frontend-{local}"),
                     config.feed_lease,
                     Arc::clone(&cache),
@@ -120,9 +122,11 @@ async fn run(
             leader,
         }),
         metrics,
+        Access::Public,
     );
     tracing::info!(addr = %local, caching = !config.no_cache, cache_size = config.cache_size, "front-end listening");
-    let served = bazaar_service::serve(listener, router, stop.clone()).await;
+    let served =
+        bazaar_service::serve(listener, router, network.listening.clone(), stop.clone()).await;
     stop.cancel();
     bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
     served.map_err(|e| Error::Config(format!("listener failed: {e}")))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bazaar_api::ReplicaId;
 use bazaar_api::replica::{ReplicaUrls, ReplicationMode, validate_base_url};
-use bazaar_service::parse_duration;
+use bazaar_service::{NetworkArgs, parse_duration};
 
 /// Longest heartbeat interval or election timeout accepted: beyond this a failover takes
 /// minutes, which no deployment wants.
@@ -78,6 +78,11 @@ pub struct Config {
     /// behind catches up from the log rather than from a whole snapshot.
     #[arg(long, env = "BAZAAR_RAFT_KEEP_LOGS", default_value_t = 1_000)]
     pub raft_keep_logs: u64,
+
+    /// Cluster key, TLS and listener limits. Every route but `GET /health` and `GET /metrics`
+    /// requires the key, which the replica also presents to its peers and the catalog.
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 /// `--replication` values.

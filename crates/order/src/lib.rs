@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bazaar_api::client::{CatalogClient, Http};
 use bazaar_api::replica::ReplicationMode;
-use bazaar_service::{DbLock, Fatal, Metrics};
+use bazaar_service::{DbLock, Fatal, Metrics, Network};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,6 +55,8 @@ const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
 /// An opened order replica, ready to serve.
 pub struct OrderService {
     config: Config,
+    /// The resolved key, TLS and listener limits.
+    network: Network,
     storage: Storage,
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
@@ -85,6 +87,7 @@ impl OrderService {
     /// [`Error::Config`] or [`Error::Storage`] naming the flag or file.
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
+        let network = config.network.resolve().map_err(Error::Config)?;
         let path = config.db_path();
         let root = tracing::info_span!("service", service = "order", replica_id = config.id.0);
         let _entered = root.enter();
@@ -102,6 +105,7 @@ impl OrderService {
         };
         Ok(Self {
             config,
+            network,
             storage,
             writer,
             fatal,
@@ -131,6 +135,7 @@ impl OrderService {
     ) -> Result<()> {
         let Self {
             config,
+            network,
             storage,
             writer,
             fatal,
@@ -141,7 +146,7 @@ impl OrderService {
         let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
         tasks.spawn(bazaar_service::fatal::stop_on(fatal.clone(), stop.clone()));
-        let http = Http::new(PEER_TIMEOUT);
+        let http = Http::with_auth(PEER_TIMEOUT, network.client());
         let replica = match storage {
             Storage::PrimaryBackup { log, term } => {
                 let replication_metrics = ReplicationMetrics::default();
@@ -182,11 +187,13 @@ impl OrderService {
                 trader,
             }),
             metrics,
+            network.backend_access(),
         );
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, db = %config.db_path().display(), mode = ReplicationMode::from(config.replication).as_str(), "order replica listening");
         }
-        let served = bazaar_service::serve(listener, router, stop.clone()).await;
+        let served =
+            bazaar_service::serve(listener, router, network.listening.clone(), stop.clone()).await;
         stop.cancel();
         bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
         // The Raft node holds the database through its storage; stop it before waiting for

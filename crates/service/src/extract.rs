@@ -1,18 +1,27 @@
-//! Extractors whose rejections are [`ApiError`]s, so malformed JSON (400), a missing or wrong
-//! content type (415), an oversized body (413) and a bad path or query (400) all reach the
-//! caller in the same envelope as every other error.
+//! Extractors whose rejections are [`ApiError`]s, so malformed JSON (400), a declared content
+//! type that is not JSON (415), an oversized body (413), a late body (408) and a bad path or
+//! query (400) all reach the caller in the same envelope as every other error.
+//!
+//! JSON bodies are read strictly: a key that appears twice in one object is refused (400), on
+//! every route, public and internal, rather than silently keeping the last value. A body sent
+//! without a `Content-Type` is accepted when it is JSON (clients of the earlier
+//! implementations send none).
 
-use axum::extract::FromRequest;
-use axum::extract::FromRequestParts;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use std::collections::HashSet;
+use std::fmt;
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::admission::BodyReadTimeout;
 use crate::error::ApiError;
 
-/// `axum::Json` with enveloped rejections. Also a response: `Json(Data::new(x))`.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body read strictly (see the module docs). Also a response: `Json(Data::new(x))`.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
@@ -21,28 +30,160 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let message = match &rejection {
-            JsonRejection::MissingJsonContentType(_) => {
-                "request body must be JSON with the header Content-Type: application/json"
-                    .to_owned()
-            }
-            _ if status == StatusCode::PAYLOAD_TOO_LARGE => format!(
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        check_content_type(request.headers())?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(body_error)?;
+        from_slice_strict(&bytes).map(Self)
+    }
+}
+
+/// A declared type must be JSON (`application/json`, or `application/<x>+json`); no
+/// declaration at all is fine.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(declared) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = declared
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request body must be JSON: send the header Content-Type: application/json, or none",
+        ))
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = source {
+        if let Some(late) = error.downcast_ref::<BodyReadTimeout>() {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, late.to_string());
+        }
+        source = error.source();
+    }
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
                 "request body is larger than the limit of {} bytes",
                 bazaar_api::BODY_LEN_MAX
             ),
-            _ => rejection.body_text(),
-        };
-        // Data errors (valid JSON of the wrong shape) are the caller's fault like syntax
-        // errors; the spec answers both with 400.
-        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-            StatusCode::BAD_REQUEST
+        );
+    }
+    ApiError::bad_request(format!(
+        "cannot read the request body: {}",
+        rejection.body_text()
+    ))
+}
+
+/// Parses a JSON document into `T`, refusing duplicate keys, trailing data and values `T`
+/// does not accept, with a message that names the field. Use it for every JSON the services
+/// read (bodies through [`Json`]; WebSocket frames directly).
+///
+/// # Errors
+/// 400 with a sentence saying what is wrong and where.
+pub fn from_slice_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "request body is empty; send a JSON document",
+        ));
+    }
+    let mut document = serde_json::Deserializer::from_slice(bytes);
+    <UniqueKeys as serde::Deserialize>::deserialize(&mut document)
+        .and_then(|_| document.end())
+        .map_err(|e| {
+            if e.is_data() {
+                ApiError::bad_request(format!("request body is not acceptable JSON: {e}"))
+            } else {
+                ApiError::bad_request(format!("request body could not be parsed as JSON: {e}"))
+            }
+        })?;
+    let mut document = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut document).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("request body does not fit: {inner}"))
         } else {
-            status
-        };
-        Self::new(status, message)
+            ApiError::bad_request(format!("request body does not fit at {path}: {inner}"))
+        }
+    })
+}
+
+/// Walks a JSON document and fails on the first object that holds a key twice.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(de::Error::custom(format!(
+                    "key {shown:?} appears twice in one object"
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
     }
 }
 

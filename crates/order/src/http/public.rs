@@ -42,12 +42,6 @@ async fn order_get(
     State(app): State<AppState>,
     Path(number): Path<String>,
 ) -> Result<Json<Data<Order>>> {
-    let number: u64 = number.parse().map_err(|_| {
-        Error::BadRequest(format!(
-            "order number {number:?} is not a non-negative integer"
-        ))
-    })?;
-    Ok(Json(Data::new(
-        app.replica.order_get(TxnNumber(number)).await?,
-    )))
+    let number: TxnNumber = number.parse().map_err(Error::BadRequest)?;
+    Ok(Json(Data::new(app.replica.order_get(number).await?)))
 }
