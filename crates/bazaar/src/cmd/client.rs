@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     config.request_timeout = args.timeout;
     config.progress = std::io::stderr().is_terminal();
     let report = load::run(config).await.map_err(failure)?;
-    println!("{report}");
+    out!("{report}");
     if let Some(path) = &args.json {
         report.write_json(path).map_err(failure)?;
     }

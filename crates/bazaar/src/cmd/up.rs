@@ -88,6 +88,11 @@ pub struct Args {
     /// Write each service's log to DIR/<service>.log instead of this terminal.
     #[arg(long, env = "BAZAAR_LOG_DIR")]
     log_dir: Option<PathBuf>,
+
+    /// Serve every service over TLS: a private certificate authority and a certificate per
+    /// service are made in <data-dir>/tls (once), and every URL becomes https://.
+    #[arg(long, env = "BAZAAR_TLS")]
+    tls: bool,
 }
 
 /// Starts everything, supervises, stops everything on Ctrl-C or SIGTERM.
@@ -126,6 +131,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .restock_interval
         .map(|d| format!("{}ms", d.as_millis()));
     spec.restock_to = args.restock_to;
+    spec.tls = args.tls;
     spec.stocks = args
         .stocks
         .as_ref()
@@ -164,27 +170,38 @@ pub async fn run(args: Args) -> Result<(), Failure> {
 
 fn print_banner(cluster: &Cluster) {
     let spec = cluster.spec();
-    println!();
-    println!(
+    out!();
+    out!(
         "Stock Bazaar is up ({} replication). Data: {}",
         spec.replication,
         spec.data_dir.display()
     );
-    println!(
+    out!(
         "  front-end  {}   <- the public API",
         cluster.frontend_url()
     );
     if let Some(url) = cluster.url(Role::Catalog, None) {
-        println!("  catalog    {url}");
+        out!("  catalog    {url}");
     }
     for id in cluster.replica_ids() {
         if let Some(url) = cluster.url(Role::Order, Some(id)) {
-            println!("  order {id}    {url}");
+            out!("  order {id}    {url}");
         }
     }
-    println!("  cluster file: {}", cluster.file_path().display());
-    println!();
-    println!("Try:  curl {}/stocks/GameStart", cluster.frontend_url());
-    println!("Ctrl-C stops everything.");
-    println!();
+    out!("  cluster file: {}", cluster.file_path().display());
+    out!(
+        "  cluster key:  {} (internal routes need it)",
+        spec.key_file().display()
+    );
+    out!();
+    match spec.tls_ca() {
+        Some(ca) => out!(
+            "Try:  curl --cacert {} {}/stocks/GameStart",
+            ca.display(),
+            cluster.frontend_url()
+        ),
+        None => out!("Try:  curl {}/stocks/GameStart", cluster.frontend_url()),
+    }
+    out!("Ctrl-C stops everything.");
+    out!();
 }

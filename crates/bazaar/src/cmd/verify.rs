@@ -18,7 +18,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<(), Failure> {
     let report =
         bazaar_client::verify::verify(&args.data_dir).map_err(|e| Failure::Runtime(anyhow!(e)))?;
-    println!("{report}");
+    out!("{report}");
     if report.ok() {
         Ok(())
     } else {
