@@ -382,6 +382,82 @@ mod tests {
         );
     }
 
+    /// The pattern `name` has in docs/openapi.yaml.
+    fn openapi_pattern(name: &str) -> regex_automata::meta::Regex {
+        let doc = include_str!("../../../docs/openapi.yaml");
+        let from = doc
+            .find(&format!("\n    {name}:\n"))
+            .unwrap_or_else(|| panic!("no schema {name}"));
+        let line = doc[from..]
+            .lines()
+            .find(|l| l.trim_start().starts_with("pattern: '"))
+            .expect("a pattern");
+        let pattern = line
+            .trim()
+            .trim_start_matches("pattern: '")
+            .trim_end_matches('\'');
+        regex_automata::meta::Regex::new(pattern).expect("a valid pattern")
+    }
+
+    #[test]
+    fn the_openapi_order_number_pattern_accepts_exactly_what_the_server_does() {
+        let pattern = openapi_pattern("OrderNumber");
+        let mut samples: Vec<String> = [
+            "0",
+            "7",
+            "0042",
+            "9223372036854775807",
+            "9223372036854775808",
+            "9223372036854775799",
+            "9223372036854775810",
+            "18446744073709551615",
+            "99999999999999999999",
+            "000000000000000000000009223372036854775807",
+            "+0",
+            "-1",
+            "",
+            " 1",
+            "1e3",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // Every 19-digit prefix of the maximum, with each last digit.
+        for len in 1..=19 {
+            for d in 0..=9 {
+                samples.push(format!("{}{d}", &WIRE_INTEGER_MAX.to_string()[..len - 1]));
+            }
+        }
+        for sample in samples {
+            assert_eq!(
+                pattern.is_match(&sample),
+                sample.parse::<TxnNumber>().is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_openapi_stock_name_pattern_accepts_exactly_what_the_server_does() {
+        let pattern = openapi_pattern("StockName");
+        for name in [
+            "GameStart",
+            "Fish Co",
+            "é",
+            "a\u{7f}",
+            "a\nb",
+            "a\u{85}",
+            "\u{9f}",
+            "\u{a0}",
+        ] {
+            assert_eq!(
+                pattern.is_match(name),
+                crate::validate_stock_name(name).is_ok(),
+                "{name:?}"
+            );
+        }
+    }
+
     #[test]
     fn request_ids_round_trip_through_text() {
         let id = RequestId::new();

@@ -189,7 +189,7 @@ mod tests {
             ),
             (
                 json!({"name": "x".repeat(65), "type": "buy", "quantity": 1}),
-                "65 bytes",
+                "65 characters",
             ),
         ];
         for (body, needle) in cases {

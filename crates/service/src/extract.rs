@@ -7,15 +7,12 @@
 //! without a `Content-Type` is accepted when it is JSON (clients of the earlier
 //! implementations send none).
 
-use std::collections::HashSet;
-use std::fmt;
-
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::DeserializeOwned;
 
 use crate::admission::BodyReadTimeout;
 use crate::error::ApiError;
@@ -91,100 +88,15 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     ))
 }
 
-/// Parses a JSON document into `T`, refusing duplicate keys, trailing data and values `T`
-/// does not accept, with a message that names the field. Use it for every JSON the services
-/// read (bodies through [`Json`]; WebSocket frames directly).
+/// Parses a JSON document into `T` strictly ([`bazaar_api::json::from_slice`]: duplicate keys,
+/// trailing data and values `T` does not accept are refused, with a message that names the
+/// field). Use it for every JSON the services read: bodies through [`Json`], WebSocket frames
+/// directly.
 ///
 /// # Errors
-/// 400 with a sentence saying what is wrong and where.
+/// 400 with the sentence.
 pub fn from_slice_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "request body is empty; send a JSON document",
-        ));
-    }
-    let mut document = serde_json::Deserializer::from_slice(bytes);
-    <UniqueKeys as serde::Deserialize>::deserialize(&mut document)
-        .and_then(|_| document.end())
-        .map_err(|e| {
-            if e.is_data() {
-                ApiError::bad_request(format!("request body is not acceptable JSON: {e}"))
-            } else {
-                ApiError::bad_request(format!("request body could not be parsed as JSON: {e}"))
-            }
-        })?;
-    let mut document = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut document).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::bad_request(format!("request body does not fit: {inner}"))
-        } else {
-            ApiError::bad_request(format!("request body does not fit at {path}: {inner}"))
-        }
-    })
-}
-
-/// Walks a JSON document and fails on the first object that holds a key twice.
-struct UniqueKeys;
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueKeysVisitor)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> Visitor<'de> for UniqueKeysVisitor {
-    type Value = UniqueKeys;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(UniqueKeys)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                let shown: String = key.chars().take(64).collect();
-                return Err(de::Error::custom(format!(
-                    "key {shown:?} appears twice in one object"
-                )));
-            }
-            map.next_value::<UniqueKeys>()?;
-        }
-        Ok(UniqueKeys)
-    }
+    bazaar_api::json::from_slice(bytes).map_err(ApiError::bad_request)
 }
 
 /// `axum::extract::Path` with enveloped rejections.

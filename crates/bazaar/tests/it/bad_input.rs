@@ -113,7 +113,7 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
             json,
             format!(r#"{{"name":"{long_name}","type":"buy","quantity":1}}"#).into_bytes(),
             400,
-            "65 bytes",
+            "65 characters",
         ),
         (
             json,
@@ -143,7 +143,12 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
 
     phase!("bad lookups, order numbers and routes");
     let paths: Vec<(Method, String, u16, &str)> = vec![
-        (Method::GET, format!("/stocks/{long_name}"), 400, "65 bytes"),
+        (
+            Method::GET,
+            format!("/stocks/{long_name}"),
+            400,
+            "65 characters",
+        ),
         (
             Method::GET,
             "/stocks/NoSuchCo".into(),
