@@ -11,8 +11,9 @@
 //!
 //! hyper answers a request it cannot parse (400, 414, 431) itself, with an empty body.
 //! [`ConnIo`] replaces those replies with the JSON envelope every other error has: hyper writes
-//! them only while no request is being served, and nothing else a service sends is a 4xx with
-//! `content-length: 0`, so they are recognised exactly.
+//! them while a request head is arriving and nothing has been dispatched, and a service's own
+//! error replies always have a body, so a 400/414/431 with `content-length: 0` written then
+//! is one of hyper's.
 
 use std::io;
 use std::pin::Pin;
@@ -165,8 +166,10 @@ impl Phase {
         self.state.store(IDLE, Ordering::Release);
     }
 
-    fn is_busy(&self) -> bool {
-        self.state.load(Ordering::Acquire) == BUSY
+    /// A request head has started arriving and has not been dispatched: the only time hyper
+    /// writes a reply of its own.
+    fn is_reading_head(&self) -> bool {
+        self.state.load(Ordering::Acquire) == HEAD
     }
 
     fn head_started(&self) -> Option<Instant> {
@@ -208,7 +211,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         if self.replacement.is_none()
-            && !self.phase.is_busy()
+            && self.phase.is_reading_head()
             && let Some(envelope) = enveloped_parse_error(buf)
         {
             self.replacement = Some((envelope, 0));
