@@ -325,3 +325,31 @@ async fn a_whole_cluster_runs_on_tls_and_trades() {
         .expect("restart");
     system.wait_replicas_equal(&[1, 2, 3]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raft_cluster_runs_on_tls_with_the_key() {
+    let system = System::start_with(|spec| {
+        spec.tls = true;
+        spec.replication = "raft".into();
+    })
+    .await;
+    let api = system.api();
+    phase!("raft elects and replicates over https with the key; trades go through");
+    assert_eq!(api.trade("BoarCo", "buy", 3).await, Ok(0));
+    assert_eq!(api.trade("BoarCo", "sell", 1).await, Ok(1));
+    assert_eq!(api.quantity("BoarCo").await, 98);
+    system.wait_replicas_equal(&[1, 2, 3]).await;
+    phase!("the raft routes refuse a caller without the key");
+    let anonymous = Api::with_auth(
+        system.url(Role::Order, Some(1)),
+        &ClientAuth::none()
+            .trusting_ca_pem(
+                &std::fs::read(system.data_dir().join("tls/ca.pem")).expect("the cluster's CA"),
+            )
+            .expect("a CA"),
+    );
+    for path in ["/internal/raft/vote", "/internal/raft/append"] {
+        let (status, reply) = anonymous.post(path, &json!({})).await;
+        assert_eq!(status, 401, "{path}: {reply}");
+    }
+}
