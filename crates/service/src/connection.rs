@@ -9,16 +9,22 @@
 //!   bytes [`ConnIo`] reads (the TLS handshake has the same bound);
 //! - body: from dispatch to the end of the request body ([`crate::admission`]).
 //!
+//! A listener at its connection cap makes room for a new client by closing its longest-idle
+//! keep-alive connection ([`Registry::evict_longest_idle`]): idle connections are the cheapest
+//! for their clients to open again, and otherwise a crowd of them would keep new clients out
+//! for a whole idle timeout.
+//!
 //! hyper answers a request it cannot parse (400, 414, 431) itself, with an empty body.
 //! [`ConnIo`] replaces those replies with the JSON envelope every other error has: hyper writes
 //! them while a request head is arriving and nothing has been dispatched, and a service's own
 //! error replies always have a body, so a 400/414/431 with `content-length: 0` written then
 //! is one of hyper's.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +32,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +47,79 @@ pub(crate) struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub in_flight: Arc<Semaphore>,
     pub shed_logged_s: Arc<AtomicU64>,
+    pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
+}
+
+/// The open HTTP connections of one listener (not those still in a TLS handshake, nor those
+/// upgraded to a WebSocket).
+#[derive(Default)]
+pub(crate) struct Registry {
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Registered>>,
+}
+
+struct Registered {
+    phase: Arc<Phase>,
+    evict: Arc<Notify>,
+}
+
+/// Removes a connection from its registry when it ends.
+struct Membership {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Registered>> {
+        // The map stays consistent whatever a panicking holder did: entries are inserted and
+        // removed whole.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn join(self: &Arc<Self>, phase: &Arc<Phase>) -> (Membership, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        self.lock().insert(
+            id,
+            Registered {
+                phase: Arc::clone(phase),
+                evict: Arc::clone(&evict),
+            },
+        );
+        (
+            Membership {
+                registry: Arc::clone(self),
+                id,
+            },
+            evict,
+        )
+    }
+
+    /// Asks the connection that has been idle longest (no request in progress, no head
+    /// arriving) to close. False when no connection is idle.
+    pub(crate) fn evict_longest_idle(&self) -> bool {
+        let open = self.lock();
+        let victim = open
+            .values()
+            .filter_map(|c| c.phase.idle_since().map(|since| (since, c)))
+            .min_by_key(|(since, _)| *since);
+        match victim {
+            Some((_, connection)) => {
+                connection.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Serves one accepted connection until it closes, times out, or shutdown has drained it.
@@ -68,6 +146,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let phase = Arc::new(Phase::new());
+    let (_membership, evict) = shared.registry.join(&phase);
     let io = ConnIo {
         inner: stream,
         phase: Arc::clone(&phase),
@@ -105,6 +184,11 @@ where
                 connection.as_mut().graceful_shutdown();
                 draining = true;
             }
+            () = evict.notified(), if !draining => {
+                tracing::debug!("closing an idle connection to make room for a new client");
+                connection.as_mut().graceful_shutdown();
+                draining = true;
+            }
             () = head_overdue(&phase, shared.limits.header_timeout) => {
                 tracing::debug!("request head not complete in time; closing the connection");
                 return;
@@ -135,6 +219,8 @@ pub(crate) struct Phase {
     state: AtomicU8,
     /// When the current head started, in microseconds after `origin`.
     head_started_us: AtomicU64,
+    /// When the connection last became idle (accepted, or answered), likewise.
+    idle_since_us: AtomicU64,
     origin: Instant,
 }
 
@@ -143,15 +229,19 @@ impl Phase {
         Self {
             state: AtomicU8::new(IDLE),
             head_started_us: AtomicU64::new(0),
+            idle_since_us: AtomicU64::new(0),
             origin: Instant::now(),
         }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Bytes arrived: if no request was in progress, a head starts now.
     fn bytes_read(&self) {
         if self.state.load(Ordering::Relaxed) == IDLE {
-            let us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.head_started_us.store(us, Ordering::Relaxed);
+            self.head_started_us.store(self.now_us(), Ordering::Relaxed);
             self.state.store(HEAD, Ordering::Release);
         }
     }
@@ -163,7 +253,15 @@ impl Phase {
 
     /// Its response head is ready.
     pub(crate) fn answered(&self) {
+        self.idle_since_us.store(self.now_us(), Ordering::Relaxed);
         self.state.store(IDLE, Ordering::Release);
+    }
+
+    /// Since when the connection has been idle, if it is.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.state.load(Ordering::Acquire) == IDLE).then(|| {
+            self.origin + Duration::from_micros(self.idle_since_us.load(Ordering::Relaxed))
+        })
     }
 
     /// A request head has started arriving and has not been dispatched: the only time hyper

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::connection::{self, Shared};
+use crate::connection::{self, Registry, Shared};
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::{self, Metrics};
@@ -75,9 +75,10 @@ pub struct Listening {
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections
 /// finish for at most [`DRAIN_DEADLINE`].
 ///
-/// At most `limits.connections_max` connections are open at once (more wait in the kernel's
-/// accept queue) and at most `limits.in_flight_max` requests are handled at once (more get 503
-/// at once); see [`crate::limits`] for the timeouts.
+/// At most `limits.connections_max` connections are open at once: at the cap, the
+/// longest-idle connection is closed to admit a new one, and when none is idle new clients wait
+/// in the kernel's accept queue. At most `limits.in_flight_max` requests are handled at once
+/// (more get 503 at once); see [`crate::limits`] for the timeouts.
 ///
 /// # Errors
 /// The listener failed.
@@ -93,6 +94,7 @@ pub async fn serve(
         tls: listening.tls.map(tokio_rustls::TlsAcceptor::from),
         in_flight: Arc::new(Semaphore::new(listening.limits.in_flight_max)),
         shed_logged_s: Arc::new(AtomicU64::new(0)),
+        registry: Arc::new(Registry::default()),
         shutdown: shutdown.clone(),
     };
     let connections = Arc::new(Semaphore::new(listening.limits.connections_max));
@@ -100,30 +102,39 @@ pub async fn serve(
     // Connection tasks log under the service's root span, like the requests they serve.
     let span = tracing::Span::current();
     let outcome = loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
-            permit = Arc::clone(&connections).acquire_owned() => {
-                permit.expect("the connection semaphore is never closed")
-            }
-        };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, _peer)) => {
-                tasks.spawn(
-                    connection::serve(stream, permit, shared.clone()).instrument(span.clone()),
-                );
-            }
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
             Err(e) if is_resource_shortage(&e) => {
                 tracing::warn!(error = %e, "cannot accept a connection; pausing");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
             }
             // The client gave up between connecting and the accept: nothing to do.
-            Err(e) if is_client_gone(&e) => {}
+            Err(e) if is_client_gone(&e) => continue,
             Err(e) => break Err(e),
-        }
+        };
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the cap: make room by closing the longest-idle connection, or wait for
+                // one to end (a timeout ends any that stalls). Meanwhile new clients wait in
+                // the kernel's accept queue.
+                if !shared.registry.evict_longest_idle() {
+                    tracing::debug!("at the connection cap and no connection is idle; waiting");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    permit = Arc::clone(&connections).acquire_owned() => {
+                        permit.expect("the connection semaphore is never closed")
+                    }
+                }
+            }
+        };
+        tasks.spawn(connection::serve(stream, permit, shared.clone()).instrument(span.clone()));
     };
     drop(listener);
     tasks.close();

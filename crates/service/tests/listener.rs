@@ -417,3 +417,52 @@ async fn tls_listeners_serve_clients_that_trust_the_ca() {
     assert!(!plain.contains("200"), "{plain}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_listener_closes_its_longest_idle_connection_for_a_new_client() {
+    let seen = Seen::default();
+    let server = Server::start(
+        app(Access::Public, &seen),
+        Listening {
+            tls: None,
+            limits: Limits {
+                connections_max: 8,
+                // Long: only eviction can free a place within the test.
+                idle_timeout: Duration::from_secs(60),
+                header_timeout: Duration::from_secs(60),
+                ..limits()
+            },
+        },
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        // One request each, so every connection is open, served, and then idle.
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut reply = [0_u8; 512];
+        let n = stream.read(&mut reply).await.expect("reply");
+        assert!(String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 200"));
+        idle.push(stream);
+    }
+    let started = Instant::now();
+    let http = Http::new(Duration::from_secs(10));
+    let (status, _) = http
+        .get_raw(&format!("{}/stocks/FishCo", server.url("http")))
+        .await
+        .expect("a ninth client is served");
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served by eviction, not by a timeout: {:?}",
+        started.elapsed()
+    );
+    // The first connection, idle longest, was the one closed.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle[0].read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    server.stop().await;
+}
