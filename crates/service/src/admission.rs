@@ -1,5 +1,5 @@
 //! What every request passes before it reaches a router: a target that is too long (414) or a
-//! declared body over the limit (413) is refused before anything is read; when the listener
+//! declared body over what any route accepts (413) is refused before anything is read; when the listener
 //! already works on its cap of requests, the request is shed at once (503 with `Retry-After`);
 //! a trailing slash is dropped so `/stocks/GameStart/` finds its route; and the body gets a
 //! deadline (408 when it is late).
@@ -23,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::connection::Phase;
 use crate::error::ApiError;
-use crate::limits::{Limits, RETRY_AFTER_S, URI_LEN_MAX};
+use crate::limits::{BODY_LEN_CEILING, Limits, RETRY_AFTER_S, URI_LEN_MAX};
 
 /// The hyper service of one connection.
 #[derive(Clone)]
@@ -88,7 +88,8 @@ impl hyper::service::Service<Request<Incoming>> for Admission {
     }
 }
 
-/// 414 for a long target, 413 for a declared body over the limit: before the body is read.
+/// 414 for a long target, 413 for a declared body over [`BODY_LEN_CEILING`]: before the body
+/// is read. (A route's own, lower limit is checked as early by the JSON extractor.)
 fn refuse_early(request: &Request<Incoming>) -> Option<Response<Body>> {
     let target_len = request
         .uri()
@@ -111,13 +112,12 @@ fn refuse_early(request: &Request<Incoming>) -> Option<Response<Body>> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(length) = declared
-        && length > bazaar_api::BODY_LEN_MAX as u64
+        && length > BODY_LEN_CEILING
     {
         let mut response = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "request body of {length} bytes is larger than the limit of {} bytes",
-                bazaar_api::BODY_LEN_MAX
+                "request body of {length} bytes is larger than the limit of {BODY_LEN_CEILING} bytes"
             ),
         )
         .into_response();

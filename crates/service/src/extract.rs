@@ -32,10 +32,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         check_content_type(request.headers())?;
+        let request = refuse_declared_overlong(request)?;
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(body_error)?;
         from_slice_strict(&bytes).map(Self)
+    }
+}
+
+/// 413 before reading anything when the declared length exceeds the route's limit (64 KiB, or
+/// what the route set with `DefaultBodyLimit`). The limited body's size hint carries that limit:
+/// it is capped there when the declared length is larger.
+fn refuse_declared_overlong(request: Request) -> Result<Request, ApiError> {
+    use axum::RequestExt;
+    use hyper::body::Body as _;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let request = request.with_limited_body();
+    match (declared, request.body().size_hint().upper()) {
+        (Some(declared), Some(limit)) if declared > limit => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {declared} bytes is larger than the limit of {limit} bytes"),
+        )),
+        _ => Ok(request),
     }
 }
 

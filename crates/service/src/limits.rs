@@ -36,6 +36,12 @@ pub const FD_RESERVE: u64 = 64;
 /// Fewest connections a listener accepts, whatever the open-file limit.
 pub const CONNECTIONS_MIN: usize = 8;
 
+/// Largest request body any route may accept, in bytes: a declared length above it gets 413
+/// before routing. Each route's own limit (64 KiB, [`bazaar_api::BODY_LEN_MAX`], unless the
+/// route raises it with `DefaultBodyLimit`, as the Raft routes do to 8 MiB) is enforced, also
+/// before reading, by the JSON extractor.
+pub const BODY_LEN_CEILING: u64 = 8 * 1024 * 1024;
+
 /// Largest request head (request line and headers), in bytes; larger heads get 431.
 pub const HEAD_LEN_MAX: usize = 16 * 1024;
 

@@ -49,7 +49,18 @@ fn app(access: Access, seen: &Seen) -> Router {
                 "done"
             }),
         )
-        .route("/health", get(|| async { "ok" }));
+        .route("/health", get(|| async { "ok" }))
+        .merge(
+            // A route that raises its own body limit, as the Raft routes do.
+            Router::new()
+                .route(
+                    "/big",
+                    post(
+                        |Json(v): Json<Value>| async move { Json(v.as_str().map_or(0, str::len)) },
+                    ),
+                )
+                .layer(axum::extract::DefaultBodyLimit::max(200_000)),
+        );
     finish_router(routes, Metrics::new(), access)
 }
 
@@ -167,6 +178,30 @@ async fn hypers_own_errors_and_early_refusals_use_the_envelope() {
     assert_envelope(&huge, 413);
     assert!(started.elapsed() < Duration::from_millis(500), "early");
     assert_eq!(seen.0.load(Ordering::SeqCst), 0, "no handler ran");
+
+    // Over the route's own limit (64 KiB) but under what any route accepts: still refused
+    // before the body is read (a wait for it would end in 408 after the body timeout).
+    let started = Instant::now();
+    let over_route = exchange(
+        server.addr,
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n",
+        long,
+    )
+    .await;
+    assert_envelope(&over_route, 413);
+    assert!(started.elapsed() < Duration::from_millis(500), "early");
+    // A route that raised its limit takes the same length.
+    let text = "x".repeat(99_998);
+    let body = format!("\"{text}\"");
+    let raised = Http::new(Duration::from_secs(5))
+        .post_raw(
+            &format!("{}/big", server.url("http")),
+            None,
+            body.into_bytes(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(raised, (200, "99998".to_owned()));
 
     // A body that stops half-way gets 408 once the body timeout passes.
     let late = exchange(
