@@ -21,6 +21,7 @@ cleanup() {
         wait "$dockerd_pid" 2>/dev/null || true
     fi
     rm -rf "$work"
+    if [ -n "${made_key:-}" ]; then rm -f "$made_key"; fi
 }
 trap cleanup EXIT
 
@@ -56,6 +57,12 @@ docker build -q -f deploy/Dockerfile -t stock-bazaar "$work/image"
 docker image ls stock-bazaar --format '{{.Repository}}:{{.Tag}} {{.Size}}'
 
 step "compose up"
+# The compose secret: a key made for this run when the checkout has none.
+made_key=
+if [ ! -f deploy/cluster.key ]; then
+    (umask 077 && openssl rand -hex 32 >deploy/cluster.key)
+    made_key=deploy/cluster.key
+fi
 compose up -d
 api=http://127.0.0.1:8080
 for _ in $(seq 300); do curl -sf "$api/leader" >/dev/null && break; sleep 0.2; done
@@ -98,10 +105,10 @@ sleep 2
 step "stop, copy the databases out of the volumes, verify"
 compose stop -t 10
 mkdir -p "$work/data"
-for service in catalog order1 order2 order3; do
+for service in catalog1 catalog2 order1 order2 order3; do
     volume=$(docker volume inspect -f '{{.Mountpoint}}' "${project}_${service}")
     case $service in
-        catalog) name=catalog ;;
+        catalog*) name="catalog-${service#catalog}" ;;
         order*) name="order-${service#order}" ;;
     esac
     for f in "$volume"/*.db*; do

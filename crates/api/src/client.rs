@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::ClientAuth;
 use crate::catalog::{CatalogStatus, StockAt, StocksAt};
 use crate::envelope::{Data, ErrorBody, ErrorKind, LeaderHint};
 use crate::ids::{Epoch, ReplicaId, TxnNumber, Version};
@@ -94,7 +95,35 @@ impl ClientError {
 /// Shorthand for client results.
 pub type ClientResult<T> = Result<T, ClientError>;
 
-/// A pooled HTTP/1.1 client with keep-alive connections and a default per-request timeout.
+/// How long an idle pooled connection is kept. Below the services' idle keep-alive timeout
+/// (`bazaar_service::limits::IDLE_TIMEOUT_DEFAULT`, 60 s), so a pooled connection is never
+/// reused at the moment the server closes it.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A reqwest client builder that presents `auth`'s key on every request and uses its TLS
+/// configuration. Every reqwest client in this workspace must start here: reqwest is built
+/// without a default crypto provider (ring is ours, see [`crate::auth::crypto_provider`]), so a
+/// bare `reqwest::Client::builder().build()` panics.
+pub fn reqwest_builder(auth: &ClientAuth) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = auth.key()
+        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&key.bearer())
+    {
+        // Kept out of debug output.
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        // Services talk over loopback or a private network; a proxy from the environment
+        // would only add a hop and surprise.
+        .no_proxy()
+        .default_headers(headers)
+        .tls_backend_preconfigured((*auth.tls()).clone())
+}
+
+/// A pooled HTTP/1.1 client with keep-alive connections and a default per-request timeout. It
+/// presents the cluster key (if it was built with one) on every request, and trusts the
+/// cluster's certificate authority for `https://` URLs.
 #[derive(Debug, Clone)]
 pub struct Http {
     client: reqwest::Client,
@@ -102,21 +131,27 @@ pub struct Http {
 }
 
 impl Http {
-    /// A client whose requests time out after `timeout`.
-    ///
-    /// # Panics
-    /// Only if the TLS-free reqwest builder fails, which needs no system resources.
+    /// A client without a cluster key whose requests time out after `timeout`: enough for
+    /// public routes and `/health`.
     #[must_use]
     pub fn new(timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            // Services talk over loopback or a private network; a proxy from the environment
-            // would only add a hop and surprise.
-            .no_proxy()
+        Self::with_auth(timeout, &ClientAuth::none())
+    }
+
+    /// A client that presents `auth`'s key on every request and trusts its certificate
+    /// authority.
+    ///
+    /// # Panics
+    /// Only if reqwest cannot build a client from a ready TLS configuration, which needs no
+    /// system resources.
+    #[must_use]
+    pub fn with_auth(timeout: Duration, auth: &ClientAuth) -> Self {
+        let client = reqwest_builder(auth)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .build()
-            .expect("building an HTTP client without TLS cannot fail");
+            .expect("building an HTTP client from a ready TLS configuration cannot fail");
         Self { client, timeout }
     }
 
@@ -337,6 +372,21 @@ impl CatalogClient {
     }
 }
 
+/// The WebSocket URL of `path` on the service at `base`: `http://` becomes `ws://` and
+/// `https://` becomes `wss://`.
+#[must_use]
+pub fn websocket_url(base: &str, path: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}{path}")
+    } else {
+        format!(
+            "ws://{}{path}",
+            base.strip_prefix("http://").unwrap_or(base)
+        )
+    }
+}
+
 /// Client of one order replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaClient {
@@ -486,14 +536,10 @@ impl ReplicaClient {
             .await
     }
 
-    /// The replica's invalidation feed, as a `ws://` URL.
+    /// The replica's invalidation feed: a `ws://` URL (`wss://` over TLS).
     #[must_use]
     pub fn feed_url(&self) -> String {
-        let rest = self
-            .base
-            .strip_prefix("http://")
-            .unwrap_or(self.base.as_str());
-        format!("ws://{rest}/internal/feed")
+        websocket_url(&self.base, "/internal/feed")
     }
 }
 

@@ -23,8 +23,12 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The body declares a type other than JSON.
     UnsupportedMediaType,
-    /// The headers or the URI are larger than the limit.
+    /// The headers are larger than the limit.
     HeadersTooLarge,
+    /// The request target (path and query) is longer than the limit.
+    UriTooLong,
+    /// The client sent its request (head or body) too slowly.
+    RequestTimeout,
     /// No stock of that name.
     UnknownStock,
     /// No order with that number.
@@ -78,6 +82,7 @@ impl ErrorKind {
                 404
             }
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::InsufficientStock
             | Self::AmountLimit
             | Self::EpochClaimed
@@ -86,6 +91,7 @@ impl ErrorKind {
             | Self::RequestIdReused => 409,
             Self::StaleEpoch => 412,
             Self::PayloadTooLarge => 413,
+            Self::UriTooLong => 414,
             Self::UnsupportedMediaType => 415,
             Self::NotLeader => 421,
             Self::HeadersTooLarge => 431,
@@ -106,8 +112,10 @@ impl ErrorKind {
             401 => Self::Unauthorized,
             404 => Self::UnknownRoute,
             405 => Self::MethodNotAllowed,
+            408 => Self::RequestTimeout,
             412 => Self::StaleEpoch,
             413 => Self::PayloadTooLarge,
+            414 => Self::UriTooLong,
             415 => Self::UnsupportedMediaType,
             421 => Self::NotLeader,
             431 => Self::HeadersTooLarge,

@@ -19,6 +19,7 @@ pub enum FeedEvent {
         /// States below this position may be stale.
         floor: Position,
         /// The lease, in milliseconds.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         lease_ms: u64,
     },
     /// These stocks changed in the entry just below `position`: drop them from the cache and
@@ -26,6 +27,7 @@ pub enum FeedEvent {
     /// [`FeedReply::Ack`] carrying the same `seq`.
     Invalidate {
         /// Per-subscription sequence number.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         seq: u64,
         /// A state at this position (or later) shows the change.
         position: Position,
@@ -35,6 +37,7 @@ pub enum FeedEvent {
     /// Answer to [`FeedReply::Ping`], echoing its nonce.
     Pong {
         /// The ping's nonce.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         nonce: u64,
     },
 }
@@ -46,11 +49,13 @@ pub enum FeedReply {
     /// The invalidation with this `seq` has been applied.
     Ack {
         /// Sequence number being acknowledged.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         seq: u64,
     },
     /// Lease renewal request.
     Ping {
         /// Echoed in the pong.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         nonce: u64,
     },
 }

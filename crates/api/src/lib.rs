@@ -7,24 +7,33 @@
 //! - [`ids`] — newtypes for transaction numbers, replica ids, request ids, versions and epochs.
 //! - [`price`] — exact prices in integer cents, written as JSON numbers with two decimals.
 //! - [`envelope`] — the `{"data": ..}` and `{"error": {"code", "message"}}` bodies.
+//! - [`json`] — strict JSON reading (duplicate keys refused) for every body and frame.
 //! - [`stock`], [`order`] — the public resources and the trade request.
 //! - [`log`] — the replicated log's commands and effects, positions, and how catalogs follow it.
 //! - [`catalog`] — what a catalog answers lookups with and reports about itself.
 //! - [`feed`] — the invalidation feed from the order leader to front-ends.
 //! - [`replica`] — the order replicas' status, leader notices and replication messages.
+//! - [`auth`] — the cluster key and the TLS trust every internal call presents.
 //! - [`client`] — typed clients over pooled keep-alive HTTP connections.
+//! - [`websocket`] — WebSockets to cluster services (the invalidation feed), key and TLS
+//!   included.
+//! - [`retry`] — back-off with a deadline for every retry loop.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod catalog;
 pub mod client;
 pub mod envelope;
 pub mod feed;
 pub mod ids;
+pub mod json;
 pub mod log;
 pub mod order;
 pub mod price;
 pub mod replica;
+pub mod retry;
 pub mod stock;
+pub mod websocket;
 
 pub use envelope::{Data, ErrorBody, ErrorDetail, ErrorKind, LeaderHint};
 pub use ids::{Epoch, ReplicaId, RequestId, TxnNumber, Version};
@@ -32,8 +41,10 @@ pub use order::{Order, TradeType};
 pub use price::Price;
 pub use stock::{Stock, StockState};
 
-/// Longest stock name accepted anywhere, in bytes. Longer names are rejected with 400 before
-/// they reach the catalog, so a name can never be a vector for oversized keys.
+/// Longest stock name accepted anywhere, in characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them, so docs/openapi.yaml states the rule exactly), hence at most 256
+/// bytes. Longer names are rejected with 400 before they reach the catalog, so a name can never
+/// be a vector for oversized keys.
 pub const STOCK_NAME_LEN_MAX: usize = 64;
 
 /// Largest quantity a single trade may carry. The bound keeps every quantity representable as a
@@ -52,10 +63,10 @@ pub fn validate_stock_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("stock name must not be empty".into());
     }
-    if name.len() > STOCK_NAME_LEN_MAX {
+    let length = name.chars().count();
+    if length > STOCK_NAME_LEN_MAX {
         return Err(format!(
-            "stock name is {} bytes long; the limit is {STOCK_NAME_LEN_MAX}",
-            name.len()
+            "stock name is {length} characters long; the limit is {STOCK_NAME_LEN_MAX}"
         ));
     }
     if name.chars().any(char::is_control) {
@@ -74,6 +85,11 @@ mod tests {
         assert!(validate_stock_name("").is_err());
         assert!(validate_stock_name(&"x".repeat(STOCK_NAME_LEN_MAX)).is_ok());
         assert!(validate_stock_name(&"x".repeat(STOCK_NAME_LEN_MAX + 1)).is_err());
+        assert!(
+            validate_stock_name(&"é".repeat(STOCK_NAME_LEN_MAX)).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(validate_stock_name("a\u{85}b").is_err(), "C1 controls too");
         assert!(validate_stock_name("a\nb").is_err());
     }
 }

@@ -23,7 +23,7 @@ use crate::stock::StockState;
 
 /// Largest log index or position accepted on the wire: what SQLite's signed 64-bit integers
 /// hold. Anything larger is refused before it reaches a store.
-pub const LOG_INDEX_MAX: u64 = i64::MAX as u64;
+pub const LOG_INDEX_MAX: u64 = crate::ids::WIRE_INTEGER_MAX;
 
 fn bounded<'de, D: serde::Deserializer<'de>>(deserializer: D, what: &str) -> Result<u64, D::Error> {
     let n = u64::deserialize(deserializer)?;
@@ -109,6 +109,7 @@ pub struct StockDef {
     /// Price per share.
     pub price: Price,
     /// Initial quantity.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
 }
 
@@ -123,6 +124,7 @@ pub struct TradeCommand {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
 }
 
@@ -141,6 +143,7 @@ pub enum Command {
     /// Every stock whose quantity is 0 is set to `to`.
     Restock {
         /// The quantity sold-out stocks get back.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         to: u64,
     },
 }
@@ -225,6 +228,7 @@ pub enum Effect {
         #[serde(rename = "type")]
         kind: TradeType,
         /// Shares.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         quantity: u64,
     },
     /// A sold-out stock was restocked.
@@ -232,6 +236,7 @@ pub enum Effect {
         /// The stock.
         name: String,
         /// Its quantity after the restock.
+        #[serde(deserialize_with = "crate::ids::bounded::u64")]
         quantity: u64,
     },
 }
@@ -279,7 +284,7 @@ pub struct LogFollowQuery {
     #[serde(default)]
     pub epoch: Option<Epoch>,
     /// How long the leader may hold the request open when nothing new is released yet.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::bounded::option_u64")]
     pub wait_ms: Option<u64>,
 }
 

@@ -67,6 +67,7 @@ pub struct Order {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares traded.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
 }
 
@@ -206,7 +207,7 @@ mod tests {
             ),
             (
                 json!({"name": "x".repeat(65), "type": "buy", "quantity": 1}),
-                "65 bytes",
+                "65 characters",
             ),
             (
                 json!({"name": "A", "type": "buy", "quantity": 1, "request_id": "r-1"}),

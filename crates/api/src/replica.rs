@@ -124,6 +124,7 @@ pub struct OrderTrade {
     #[serde(rename = "type")]
     pub kind: TradeType,
     /// Shares.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
 }
 
@@ -160,6 +161,7 @@ pub struct TradeAck {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestockRequest {
     /// The quantity sold-out stocks get back.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub to: u64,
 }
 
@@ -276,14 +278,15 @@ impl std::fmt::Display for ReplicaUrls {
     }
 }
 
-/// Checks that `url` is an `http://host:port` base URL.
+/// Checks that `url` is an `http://host:port` (or, with TLS, `https://host:port`) base URL.
 ///
 /// # Errors
 /// A sentence naming the URL.
 pub fn validate_base_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
     let (host, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| format!("{url:?} has no port"))?;
@@ -305,11 +308,13 @@ mod tests {
         assert_eq!(urls.0.len(), 2);
         assert_eq!(urls.to_string(), "1=http://127.0.0.1:8091,2=http://h:2");
         assert_eq!("".parse::<ReplicaUrls>(), Ok(ReplicaUrls::default()));
+        assert!("1=https://h:1".parse::<ReplicaUrls>().is_ok(), "TLS URLs");
         for bad in [
             "1",
             "x=http://h:1",
             "0=http://h:1",
             "1=h:1",
+            "1=ftp://h:1",
             "1=http://h",
             "1=http://h:0",
             "1=http://h:1/x",

@@ -13,6 +13,7 @@ pub struct Stock {
     /// Price per share.
     pub price: Price,
     /// Shares available to buy.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
 }
 
@@ -25,8 +26,10 @@ pub struct StockState {
     /// Price per share.
     pub price: Price,
     /// Shares available to buy (confirmed trades only; reservations are not subtracted).
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub quantity: u64,
     /// Total shares traded, buys and sells.
+    #[serde(deserialize_with = "crate::ids::bounded::u64")]
     pub volume: u64,
     /// Grows by one on every visible change.
     pub version: Version,

@@ -1,11 +1,14 @@
 //! `bazaar`: one binary, one subcommand per role (SPEC.md section 1). It parses flags, sets up
 //! logging and signals, binds listeners and calls into the service crates; nothing else.
 
-mod cmd;
+#[macro_use]
 mod logging;
+mod cmd;
+mod crash;
 mod signals;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -74,14 +77,18 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let logs = Arc::new(logging::init(cli.log_format));
+    crash::install(Some(Arc::clone(&logs)));
+    // Every TLS endpoint here is configured with ring explicitly; installing it as the
+    // process default too keeps any client built elsewhere from panicking for want of one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err_out!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -102,15 +109,17 @@ fn main() -> ExitCode {
     });
     // Background tasks that ignore shutdown must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // The last log lines come before the verdict.
+    logs.flush(logging::FLUSH_DEADLINE);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
-            eprintln!("error: {e:#}");
+            err_out!("error: {e:#}");
             ExitCode::from(2)
         }
         Err(Failure::Check) => ExitCode::FAILURE,
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e:#}");
+            err_out!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bazaar_api::replica::ReplicaUrls;
-use bazaar_service::parse_duration;
+use bazaar_service::{NetworkArgs, parse_duration};
 
 /// Restocking more often than this would turn a background chore into load.
 pub const RESTOCK_INTERVAL_MIN: Duration = Duration::from_millis(100);
@@ -46,6 +46,11 @@ pub struct Config {
     /// Quantity a sold-out stock is restocked to.
     #[arg(long, env = "BAZAAR_RESTOCK_TO", default_value_t = RESTOCK_TO_DEFAULT)]
     pub restock_to: u64,
+
+    /// Cluster key, TLS and listener limits. Every route but `GET /health` and `GET /metrics`
+    /// requires the key.
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 impl Config {
@@ -59,6 +64,7 @@ impl Config {
             replicas,
             restock_interval: None,
             restock_to: RESTOCK_TO_DEFAULT,
+            network: NetworkArgs::insecure(),
         }
     }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bazaar_api::client::{Http, ReplicaClient};
 use bazaar_api::replica::RestockRequest;
 use bazaar_ledger::View;
-use bazaar_service::{DbLock, Metrics};
+use bazaar_service::{DbLock, Metrics, Network};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +54,8 @@ const REPLICA_TIMEOUT: Duration = Duration::from_millis(500);
 /// An opened catalog, ready to serve.
 pub struct Catalog {
     config: Config,
+    /// The resolved key, TLS and listener limits.
+    network: Network,
     file: CatalogFile,
     shared: Shared,
     /// One process per file: a second catalog on the same file is refused at start.
@@ -77,6 +79,7 @@ impl Catalog {
     /// [`Error::Config`] or [`Error::Storage`], each naming the flag or file.
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
+        let network = config.network.resolve().map_err(Error::Config)?;
         let root = tracing::info_span!("service", service = "catalog");
         let _entered = root.enter();
         let lock = DbLock::acquire(&config.db).map_err(Error::Config)?;
@@ -104,6 +107,7 @@ impl Catalog {
             config,
             file,
             shared: Shared::new(current),
+            network,
             _lock: lock,
             root: root.clone(),
         })
@@ -128,6 +132,7 @@ impl Catalog {
     ) -> Result<()> {
         let Self {
             config,
+            network,
             file,
             shared,
             _lock,
@@ -136,7 +141,7 @@ impl Catalog {
         let metrics = Metrics::with_root(root);
         let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
-        let http = Http::new(REPLICA_TIMEOUT);
+        let http = Http::with_auth(REPLICA_TIMEOUT, network.client());
         let replicas: Vec<ReplicaClient> = config
             .replicas
             .0
@@ -171,12 +176,16 @@ impl Catalog {
                 .in_current_span(),
             );
         }
-        let router =
-            bazaar_service::finish_router(http::router(http::AppState { shared, saved }), metrics);
+        let router = bazaar_service::finish_router(
+            http::router(http::AppState { shared, saved }),
+            metrics,
+            network.backend_access(),
+        );
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, db = %config.db.display(), "catalog listening");
         }
-        let serving = bazaar_service::serve(listener, router, stop.clone());
+        let serving =
+            bazaar_service::serve(listener, router, network.listening.clone(), stop.clone());
         let outcome = tokio::select! {
             served = serving => served.map_err(|e| Error::Storage(format!("listener failed: {e}"))),
             Ok(e) = &mut failed => {

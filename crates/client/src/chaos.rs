@@ -301,7 +301,10 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosReport> {
 async fn experiment(config: &ChaosConfig, cluster: &mut Cluster) -> Result<ChaosReport> {
     let frontend_url = cluster.frontend_url();
     let frontend = Endpoint::parse(&frontend_url)?;
-    let api = FrontendClient::new(Http::new(Duration::from_secs(20)), frontend_url.clone());
+    let api = FrontendClient::new(
+        Http::with_auth(Duration::from_secs(20), cluster.client_auth()),
+        frontend_url.clone(),
+    );
     let live = Arc::new(LiveCounters::default());
     let stop_load = CancellationToken::new();
     let mut load_config = LoadConfig::new(frontend);
@@ -543,7 +546,7 @@ async fn probe_until_success(api: &FrontendClient) -> std::result::Result<(), Cl
 
 /// Waits until every replica holds the same log and every catalog has applied and saved it.
 async fn wait_quiet(cluster: &Cluster) -> std::result::Result<(), String> {
-    let http = Http::new(Duration::from_secs(2));
+    let http = Http::with_auth(Duration::from_secs(2), cluster.client_auth());
     let replicas: Vec<String> = cluster
         .replica_ids()
         .into_iter()

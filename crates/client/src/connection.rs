@@ -27,6 +27,12 @@ pub const REPLY_LEN_MAX: usize = 1024 * 1024;
 /// Default time one request may take, connecting included.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(15);
 
+/// First and longest pause before sending a request again on a new connection, after the old
+/// one closed under it. Short: the new connection, not time, is what cures this failure; the
+/// pause only keeps a server that closes every connection at once from being hammered.
+const RESEND_PAUSE_FIRST: Duration = Duration::from_millis(1);
+const RESEND_PAUSE_MAX: Duration = Duration::from_millis(50);
+
 /// A reply: status and the whole body.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -183,7 +189,8 @@ impl Connection {
 
     async fn send_timed(&mut self, outgoing: Outgoing<'_>) -> Result<Reply, RequestError> {
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.exchange(outgoing)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.exchange(outgoing, deadline)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => {
                 self.live = None;
@@ -236,11 +243,21 @@ impl Connection {
     }
 
     /// Sends one request and reads the whole reply, polling the connection meanwhile.
-    async fn exchange(&mut self, outgoing: Outgoing<'_>) -> Result<Reply, RequestError> {
+    async fn exchange(
+        &mut self,
+        outgoing: Outgoing<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Reply, RequestError> {
         let mut request = self.request(&outgoing);
+        let mut backoff =
+            bazaar_api::retry::Backoff::new(RESEND_PAUSE_FIRST, RESEND_PAUSE_MAX, deadline);
         // A request that hyper hands back was never written, so it is safe to send again on a
-        // fresh connection even when it is a POST. One retry: a second refusal is a real fault.
+        // fresh connection even when it is a POST. One retry, after a short pause and within
+        // the request's deadline: a second refusal is a real fault.
         for attempt in 0..2 {
+            if attempt > 0 && !backoff.wait().await {
+                return Err(RequestError::Timeout(self.timeout));
+            }
             if self.live.as_ref().is_none_or(|l| l.sender.is_closed()) {
                 self.connect().await?;
             }

@@ -402,7 +402,13 @@ async fn experiment(
         config.data_dir.join("logs"),
         vec![("RUST_LOG".into(), "info".into())],
     );
-    let http = Http::new(Duration::from_secs(2));
+    let auth = bazaar_cluster::security::client_auth_of(&config.data_dir).map_err(|e| {
+        Error::Unreachable {
+            url: config.data_dir.display().to_string(),
+            detail: e.to_string(),
+        }
+    })?;
+    let http = Http::with_auth(Duration::from_secs(2), &auth);
     let lab_error = |e: bazaar_netlab::Error| Error::Unreachable {
         url: "the test hosts".into(),
         detail: e.to_string(),

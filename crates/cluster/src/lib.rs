@@ -8,9 +8,11 @@
 //! # Layout
 //! - [`file`] — the `cluster.json` format.
 //! - [`spec`] — what to start, and the command line of each service.
+//! - [`security`] — the cluster key and the TLS certificates in the data directory.
 //! - [`Cluster`]: the running children.
 
 pub mod file;
+pub mod security;
 pub mod spec;
 
 use std::fs::OpenOptions;
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use bazaar_api::auth::{ClientAuth, SECURITY_ENV};
 use bazaar_api::client::Http;
 use bazaar_api::replica::ReplicaStatus;
 use nix::sys::signal::{Signal, kill};
@@ -32,6 +35,10 @@ pub const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long a service may take to stop after SIGTERM before it is killed.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Environment variable naming the process that supervises a service: a service that finds
+/// its parent is no longer that process stops (see `bazaar`'s signal handling).
+pub const SUPERVISOR_PID_ENV: &str = "BAZAAR_SUPERVISOR_PID";
 
 /// Pause between readiness polls.
 const POLL_PAUSE: Duration = Duration::from_millis(25);
@@ -85,6 +92,9 @@ struct Running {
 pub struct Cluster {
     spec: ClusterSpec,
     services: Vec<Running>,
+    /// Presents the cluster key and trusts the cluster's CA: what a client of the back-end
+    /// services needs.
+    auth: ClientAuth,
     http: Http,
 }
 
@@ -105,10 +115,12 @@ impl Cluster {
     /// already started are killed.
     pub async fn start(spec: ClusterSpec) -> Result<Self> {
         let services = spec.services()?;
+        let auth = security::client_auth(&spec.key_file(), spec.tls_ca().as_deref())?;
         let mut cluster = Self {
             spec,
             services: Vec::new(),
-            http: Http::new(Duration::from_secs(2)),
+            http: Http::with_auth(Duration::from_secs(2), &auth),
+            auth,
         };
         let (frontends, backends): (Vec<_>, Vec<_>) =
             services.into_iter().partition(|s| s.role == Role::Frontend);
@@ -133,6 +145,13 @@ impl Cluster {
     #[must_use]
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
+    }
+
+    /// What a client of the back-end services presents and trusts: the cluster key and, with
+    /// TLS, the cluster's certificate authority.
+    #[must_use]
+    pub fn client_auth(&self) -> &ClientAuth {
+        &self.auth
     }
 
     /// The records `cluster.json` holds.
@@ -215,6 +234,13 @@ impl Cluster {
             .ok_or_else(|| Error::Io(format!("{} has an empty command", spec.name())))?;
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null());
+        // The command line alone says how a child runs (cluster.json repeats it), so no
+        // credential or TLS setting leaks in from this process's environment.
+        for name in SECURITY_ENV {
+            command.env_remove(name);
+        }
+        // The child stops when this process is gone, rather than run on unsupervised.
+        command.env(SUPERVISOR_PID_ENV, std::process::id().to_string());
         if let Some(filter) = &self.spec.rust_log {
             command.env("RUST_LOG", filter);
         }

@@ -57,6 +57,8 @@ pub struct ClusterSpec {
     /// for the front-end). The network fault tests put every service in a network namespace
     /// with an address of its own; the ports stay as chosen.
     pub hosts: BTreeMap<String, IpAddr>,
+    /// Serve every service over TLS with certificates from a private CA (`up --tls`).
+    pub tls: bool,
 }
 
 impl ClusterSpec {
@@ -81,7 +83,27 @@ impl ClusterSpec {
             logs: LogTarget::Inherit,
             extra_args: Vec::new(),
             hosts: BTreeMap::new(),
+            tls: false,
         }
+    }
+
+    /// `https` with TLS, `http` otherwise.
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// The cluster key file of this cluster (`<data-dir>/cluster.key`).
+    #[must_use]
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir.join(crate::security::KEY_FILE)
+    }
+
+    /// The certificate authority clients trust, with TLS.
+    #[must_use]
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        self.tls
+            .then(|| self.data_dir.join(crate::security::TLS_DIR).join("ca.pem"))
     }
 
     /// The services to start, with their ports chosen and commands built. Creates the data
@@ -105,7 +127,9 @@ impl ClusterSpec {
                 .copied()
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
         };
-        let url = |name: &str, port: u16| format!("http://{}", SocketAddr::new(host(name), port));
+        let scheme = self.scheme();
+        let url =
+            |name: &str, port: u16| format!("{scheme}://{}", SocketAddr::new(host(name), port));
         let listen = |name: &str, port: u16| SocketAddr::new(host(name), port).to_string();
         let exe = self.exe.display().to_string();
         let replicas: Vec<String> = (1..=self.replicas)
@@ -196,12 +220,50 @@ impl ClusterSpec {
         }
         // Reach the front-end where it listens; a wildcard address is reachable on loopback.
         let frontend_url = if frontend_host.is_unspecified() {
-            format!("http://127.0.0.1:{}", ports.frontend)
+            format!("{scheme}://127.0.0.1:{}", ports.frontend)
         } else {
-            format!("http://{}", SocketAddr::new(frontend_host, ports.frontend))
+            format!(
+                "{scheme}://{}",
+                SocketAddr::new(frontend_host, ports.frontend)
+            )
         };
         services.push(self.finish(Role::Frontend, None, frontend_url, frontend));
+        self.add_security_args(&data_dir, &mut services)?;
         Ok(services)
+    }
+
+    /// Every service gets the cluster key file by absolute path and, with TLS, its certificate
+    /// and the authority, right after its subcommand: the command then starts it again exactly
+    /// so from any working directory.
+    fn add_security_args(&self, data_dir: &Path, services: &mut [ServiceSpec]) -> Result<()> {
+        let key_file = crate::security::ensure_key(data_dir)?;
+        let tls = if self.tls {
+            let names: Vec<String> = services.iter().map(ServiceSpec::name).collect();
+            let mut hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+            if !self.frontend_host.is_unspecified() && !self.frontend_host.is_loopback() {
+                hosts.push(self.frontend_host.to_string());
+            }
+            hosts.extend(self.hosts.values().map(ToString::to_string));
+            Some(crate::security::ensure_tls(data_dir, &names, &hosts)?)
+        } else {
+            None
+        };
+        for (i, service) in services.iter_mut().enumerate() {
+            let mut args = vec!["--cluster-key-file".to_owned(), path_arg(&key_file)];
+            if let Some(files) = tls.as_ref().and_then(|t| t.get(i)) {
+                args.extend([
+                    "--tls-cert".to_owned(),
+                    path_arg(&files.cert),
+                    "--tls-key".to_owned(),
+                    path_arg(&files.key),
+                    "--tls-ca".to_owned(),
+                    path_arg(&files.ca),
+                ]);
+            }
+            let at = 2.min(service.command.len());
+            service.command.splice(at..at, args);
+        }
+        Ok(())
     }
 
     fn finish(
@@ -356,6 +418,41 @@ mod tests {
         assert_eq!(order[1], "order");
         assert!(order.contains(&"--peers".to_owned()));
         assert!(order.iter().any(|a| a.ends_with("order-2.db")));
+        for service in &services {
+            let at = service
+                .command
+                .iter()
+                .position(|a| a == "--cluster-key-file")
+                .expect("every service names the key file");
+            let key_file = Path::new(&service.command[at + 1]);
+            assert!(key_file.is_absolute() && key_file.is_file(), "{key_file:?}");
+            assert!(!service.command.iter().any(|a| a.starts_with("--tls")));
+        }
+    }
+
+    #[test]
+    fn tls_clusters_use_https_and_name_their_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spec = ClusterSpec::new("bazaar".into(), dir.path().to_owned(), 8080);
+        spec.tls = true;
+        let services = spec.services().expect("services");
+        for service in &services {
+            assert!(service.url.starts_with("https://"), "{}", service.url);
+            for flag in ["--tls-cert", "--tls-key", "--tls-ca"] {
+                let at = service
+                    .command
+                    .iter()
+                    .position(|a| a == flag)
+                    .unwrap_or_else(|| panic!("{} lacks {flag}", service.name()));
+                assert!(Path::new(&service.command[at + 1]).is_file());
+            }
+            assert!(
+                service.command.iter().all(|a| !a.contains("http://")),
+                "{:?}",
+                service.command
+            );
+        }
+        assert!(spec.tls_ca().is_some_and(|ca| ca.is_file()));
     }
 
     #[test]

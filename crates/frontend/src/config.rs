@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bazaar_api::replica::{ReplicaUrls, validate_base_url};
-use bazaar_service::parse_duration;
+use bazaar_service::{NetworkArgs, parse_duration};
 
 /// Default cache capacity: smaller than the shipped catalog (12 stocks), so replacement
 /// happens under load.
@@ -83,6 +83,11 @@ pub struct Config {
     /// The operator's dashboard at `/`.
     #[command(flatten)]
     pub dashboard: crate::dashboard::DashboardConfig,
+
+    /// Cluster key, TLS and listener limits. The front-end's own routes are public; it
+    /// presents the key on every call it makes to the catalog and the replicas.
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 impl Config {
@@ -97,6 +102,7 @@ impl Config {
             no_cache: false,
             failover_deadline: crate::leader::FAILOVER_DEADLINE_DEFAULT,
             dashboard: crate::dashboard::DashboardConfig::default(),
+            network: NetworkArgs::insecure(),
         }
     }
 
@@ -127,6 +133,7 @@ impl Config {
                 self.failover_deadline
             ));
         }
+        self.network.resolve()?;
         Ok(())
     }
 }

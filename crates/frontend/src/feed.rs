@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bazaar_api::auth::ClientAuth;
 use bazaar_api::feed::{FeedEvent, FeedReply};
+use bazaar_api::websocket::{ClusterWebSocket, connect_websocket};
 use futures::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,9 +35,11 @@ const LEASE_MIN: Duration = Duration::from_millis(50);
 /// How long the leader may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keeps the feed connected to the leader until `stop` is cancelled.
+/// Keeps the feed connected to the leader until `stop` is cancelled. The upgrade presents
+/// `auth`'s cluster key (the feed is an internal route).
 pub async fn run(
     leader: LeaderSelector,
+    auth: ClientAuth,
     label: String,
     cache: Arc<Cache>,
     stop: CancellationToken,
@@ -62,10 +66,10 @@ pub async fn run(
         );
         let connected = tokio::select! {
             () = stop.cancelled() => return,
-            c = tokio_tungstenite::connect_async(url.as_str()) => c,
+            c = connect_websocket(&url, &auth) => c,
         };
         match connected {
-            Ok((socket, _)) => {
+            Ok(socket) => {
                 let (reason, was_up) =
                     run_connection(socket, &cache, &current, &mut leadership, &stop).await;
                 cache.lost();
@@ -94,12 +98,9 @@ pub async fn run(
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Runs one subscription; returns why it ended and whether knowledge was trusted during it.
 async fn run_connection(
-    socket: Socket,
+    socket: ClusterWebSocket,
     cache: &Cache,
     current: &Current,
     leadership: &mut tokio::sync::watch::Receiver<Leadership>,
@@ -108,17 +109,19 @@ async fn run_connection(
     let (mut sink, mut stream) = socket.split();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
     let lease = match hello {
-        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<FeedEvent>(&text) {
-            Ok(FeedEvent::Hello {
-                epoch,
-                floor,
-                lease_ms,
-            }) => {
-                cache.hello(epoch, floor);
-                Duration::from_millis(lease_ms).clamp(LEASE_MIN, LEASE_MAX)
+        Ok(Some(Ok(Message::Text(text)))) => {
+            match bazaar_api::json::from_slice::<FeedEvent>(text.as_bytes()) {
+                Ok(FeedEvent::Hello {
+                    epoch,
+                    floor,
+                    lease_ms,
+                }) => {
+                    cache.hello(epoch, floor);
+                    Duration::from_millis(lease_ms).clamp(LEASE_MIN, LEASE_MAX)
+                }
+                _ => return ("the leader's first message was not a hello", false),
             }
-            _ => return ("the leader's first message was not a hello", false),
-        },
+        }
         Ok(_) => return ("the leader closed the feed before its hello", false),
         Err(_) => return ("no hello from the leader in time", false),
     };
@@ -159,7 +162,7 @@ async fn run_connection(
                 }
             }
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<FeedEvent>(&text) {
+                Some(Ok(Message::Text(text))) => match bazaar_api::json::from_slice::<FeedEvent>(text.as_bytes()) {
                     Ok(FeedEvent::Invalidate { seq, position, names }) => {
                         cache.invalidate(position, &names);
                         if send(&mut sink, &FeedReply::Ack { seq }).await.is_err() {

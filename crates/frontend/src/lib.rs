@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bazaar_api::client::Http;
-use bazaar_service::Metrics;
+use bazaar_service::{Access, Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,8 +71,9 @@ async fn run(
     root: tracing::Span,
 ) -> Result<()> {
     config.validate().map_err(Error::Config)?;
+    let network = config.network.resolve().map_err(Error::Config)?;
     let metrics = Metrics::with_root(root);
-    let http = Http::new(REPLICA_TIMEOUT);
+    let http = Http::with_auth(REPLICA_TIMEOUT, network.client());
     let catalogs = Catalogs::new(&http.with_timeout(CATALOG_TIMEOUT), &config.catalogs.0);
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
@@ -97,6 +98,7 @@ async fn run(
     tasks.spawn(
         feed::run(
             leader.clone(),
+            network.client().clone(),
             format!("frontend-{local}"),
             Arc::clone(&cache),
             stop.clone(),
@@ -127,9 +129,10 @@ async fn run(
         &tasks,
         &stop,
     )?;
-    let router = bazaar_service::finish_router(app, metrics);
+    let router = bazaar_service::finish_router(app, metrics, Access::Public);
     tracing::info!(addr = %local, caching = !config.no_cache, cache_size = config.cache_size, "front-end listening");
-    let served = bazaar_service::serve(listener, router, stop.clone()).await;
+    let served =
+        bazaar_service::serve(listener, router, network.listening.clone(), stop.clone()).await;
     stop.cancel();
     bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;
     served.map_err(|e| Error::Config(format!("listener failed: {e}")))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bazaar_api::ReplicaId;
 use bazaar_api::replica::{ReplicaUrls, ReplicationMode};
-use bazaar_service::parse_duration;
+use bazaar_service::{NetworkArgs, parse_duration};
 
 use crate::release::feed::LEASE_MAX;
 
@@ -109,6 +109,11 @@ pub struct Config {
     /// behind catches up from the log rather than from a whole snapshot.
     #[arg(long, env = "BAZAAR_RAFT_KEEP_LOGS", default_value_t = 1_000)]
     pub raft_keep_logs: u64,
+
+    /// Cluster key, TLS and listener limits. Every route but `GET /health` and `GET /metrics`
+    /// requires the key, which the replica also presents to its peers and the catalog.
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 /// `--replication` values.

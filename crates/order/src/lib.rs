@@ -31,7 +31,7 @@ use std::time::Duration;
 use bazaar_api::client::Http;
 use bazaar_api::log::AppliedEntry;
 use bazaar_api::replica::ReplicationMode;
-use bazaar_service::{DbLock, Fatal, Metrics};
+use bazaar_service::{DbLock, Fatal, Metrics, Network};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +68,8 @@ pub struct OrderService {
     /// The catalog a new log's first leader writes into it (`--stocks`).
     genesis: Vec<bazaar_api::log::StockDef>,
     storage: Opening,
+    /// The resolved key, TLS and listener limits.
+    network: Network,
     writer: std::thread::JoinHandle<()>,
     fatal: Fatal,
     _lock: DbLock,
@@ -97,6 +99,7 @@ impl OrderService {
     /// [`Error::Config`] or [`Error::Storage`] naming the flag or file.
     pub fn open(config: Config) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
+        let network = config.network.resolve().map_err(Error::Config)?;
         let genesis = bazaar_ledger::seed::load(config.stocks.as_deref()).map_err(Error::Config)?;
         let path = config.db_path();
         let root = tracing::info_span!("service", service = "order", replica_id = config.id.0);
@@ -116,6 +119,7 @@ impl OrderService {
         Ok(Self {
             config,
             genesis,
+            network,
             storage,
             writer,
             fatal,
@@ -146,6 +150,7 @@ impl OrderService {
         let Self {
             config,
             genesis,
+            network,
             storage,
             writer,
             fatal,
@@ -156,7 +161,7 @@ impl OrderService {
         let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
         tasks.spawn(bazaar_service::fatal::stop_on(fatal.clone(), stop.clone()));
-        let http = Http::new(PEER_TIMEOUT);
+        let http = Http::with_auth(PEER_TIMEOUT, network.client());
         let feed_metrics = FeedMetrics::default();
         feed_metrics.register(&metrics);
         let feed = Feed::new(config.feed_lease, config.feed_ack_timeout, feed_metrics);
@@ -228,11 +233,13 @@ impl OrderService {
                 shutdown: stop.clone(),
             }),
             metrics,
+            network.backend_access(),
         );
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, db = %config.db_path().display(), mode = ReplicationMode::from(config.replication).as_str(), "order replica listening");
         }
-        let served = bazaar_service::serve(listener, router, stop.clone()).await;
+        let served =
+            bazaar_service::serve(listener, router, network.listening.clone(), stop.clone()).await;
         stop.cancel();
         release.resign();
         bazaar_service::stop_tasks(&tasks, TASK_STOP_DEADLINE).await;

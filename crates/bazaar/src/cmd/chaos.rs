@@ -100,7 +100,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             return Err(Failure::Runtime(anyhow!("interrupted; the system chaos started is stopped")));
         }
     };
-    println!("{report}");
+    out!("{report}");
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).expect("reports always serialise");
         std::fs::write(path, text + "\n")
@@ -112,7 +112,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     } else {
         if let Some(dir) = temporary {
             let kept = dir.keep();
-            println!("data kept for inspection: {}", kept.display());
+            out!("data kept for inspection: {}", kept.display());
         }
         Err(Failure::Check)
     }

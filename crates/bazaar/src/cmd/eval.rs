@@ -77,9 +77,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     };
 
     if let Some(note) = &report.existing_system {
-        println!("note: {note}");
+        out!("note: {note}");
     }
-    println!(
+    out!(
         "{:<6} {:<5} {:<12} {:>7} {:>6} {:>6} {:>9} {:>8} {:>8} {:>8} {:>10}",
         "cache",
         "p",
@@ -95,7 +95,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     );
     for row in eval::rows(&report) {
         let s = row.summary;
-        println!(
+        out!(
             "{:<6} {:<5.1} {:<12} {:>7} {:>6} {:>6} {:>9.1} {:>8} {:>8} {:>8} {:>10.0}",
             row.cache.as_str(),
             row.p,
@@ -111,7 +111,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         );
     }
     if let Some(t) = &report.timeline {
-        println!(
+        out!(
             "cache timeline: {} samples over {:.1} s, {} evictions and {} invalidations counted, \
              {} entries seen evicted and {} seen invalidated",
             t.samples,
@@ -123,20 +123,20 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         );
     }
     for line in &report.verify {
-        println!("{line}");
+        out!("{line}");
     }
-    println!("wrote:");
+    out!("wrote:");
     for file in &report.files {
-        println!("  {}", file.display());
+        out!("  {}", file.display());
     }
     for problem in &report.problems {
-        println!("problem: {problem}");
+        out!("problem: {problem}");
     }
     if report.ok() {
-        println!("eval: OK");
+        out!("eval: OK");
         Ok(())
     } else {
-        println!("eval: FAILED with {} problem(s)", report.problems.len());
+        out!("eval: FAILED with {} problem(s)", report.problems.len());
         Err(Failure::Check)
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use bazaar_api::auth::ClientAuth;
 use bazaar_api::client::{Http, LeaderView};
 use bazaar_cluster::{ClusterFile, Role, ServiceRecord};
 use bazaar_frontend::dashboard::cluster::{self, ClusterView, LeaderRef, State};
@@ -33,7 +34,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             args.data_dir.display()
         ))
     })?;
-    let view = probe_all(&file).await;
+    let auth = bazaar_cluster::security::client_auth_of(&args.data_dir)
+        .map_err(|e| Failure::Runtime(anyhow!("{e}")))?;
+    let view = probe_all(&file, &auth).await;
     super::print_out(&render(&file, &args.data_dir, &view)).map_err(Failure::Runtime)?;
     if view.all_up() {
         Ok(())
@@ -42,8 +45,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-async fn probe_all(file: &ClusterFile) -> ClusterView {
-    let http = Http::new(HEALTH_TIMEOUT);
+async fn probe_all(file: &ClusterFile, auth: &ClientAuth) -> ClusterView {
+    let http = Http::with_auth(HEALTH_TIMEOUT, auth);
     let of = |role: Role| file.services.iter().filter(move |s| s.role == role);
     let frontends = futures::future::join_all(of(Role::Frontend).map(|s| {
         let http = &http;

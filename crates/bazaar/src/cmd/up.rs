@@ -111,6 +111,11 @@ pub struct Args {
     /// catalog, to watch failover and catch-up. Off by default.
     #[arg(long, env = "BAZAAR_DEMO")]
     demo: bool,
+
+    /// Serve every service over TLS: a private certificate authority and a certificate per
+    /// service are made in <data-dir>/tls (once), and every URL becomes https://.
+    #[arg(long, env = "BAZAAR_TLS")]
+    tls: bool,
 }
 
 /// Starts everything, supervises, stops everything on Ctrl-C or SIGTERM.
@@ -157,6 +162,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .restock_interval
         .map(|d| format!("{}ms", d.as_millis()));
     spec.restock_to = args.restock_to;
+    spec.tls = args.tls;
     spec.stocks = args
         .stocks
         .as_ref()
@@ -246,30 +252,34 @@ async fn demo_controls(
 /// `dashboard`: `None` when it is off, else whether it has demonstration controls.
 fn print_banner(cluster: &Cluster, dashboard: Option<bool>) {
     let spec = cluster.spec();
-    println!();
-    println!(
+    out!();
+    out!(
         "Stock Bazaar is up ({} replication). Data: {}",
         spec.replication,
         spec.data_dir.display()
     );
-    println!(
+    out!(
         "  front-end  {}   <- the public API",
         cluster.frontend_url()
     );
     for id in cluster.catalog_ids() {
         if let Some(url) = cluster.url(Role::Catalog, Some(id)) {
-            println!("  catalog {id}  {url}");
+            out!("  catalog {id}  {url}");
         }
     }
     for id in cluster.replica_ids() {
         if let Some(url) = cluster.url(Role::Order, Some(id)) {
-            println!("  order {id}    {url}");
+            out!("  order {id}    {url}");
         }
     }
-    println!("  cluster file: {}", cluster.file_path().display());
-    println!();
+    out!("  cluster file: {}", cluster.file_path().display());
+    out!(
+        "  cluster key:  {} (internal routes need it)",
+        spec.key_file().display()
+    );
+    out!();
     if let Some(demo) = dashboard {
-        println!(
+        out!(
             "Dashboard: {}/{}",
             cluster.frontend_url(),
             if demo {
@@ -279,7 +289,14 @@ fn print_banner(cluster: &Cluster, dashboard: Option<bool>) {
             }
         );
     }
-    println!("Try:  curl {}/stocks/GameStart", cluster.frontend_url());
-    println!("Ctrl-C stops everything.");
-    println!();
+    match spec.tls_ca() {
+        Some(ca) => out!(
+            "Try:  curl --cacert {} {}/stocks/GameStart",
+            ca.display(),
+            cluster.frontend_url()
+        ),
+        None => out!("Try:  curl {}/stocks/GameStart", cluster.frontend_url()),
+    }
+    out!("Ctrl-C stops everything.");
+    out!();
 }

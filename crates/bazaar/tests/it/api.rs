@@ -28,7 +28,11 @@ async fn every_public_route_answers_as_specified() {
     );
 
     phase!("prices keep two decimals on the wire");
-    let raw = reqwest::get(format!("{}/stocks/FishCo", api.base))
+    let raw = bazaar_api::client::reqwest_builder(&system.auth())
+        .build()
+        .expect("client")
+        .get(format!("{}/stocks/FishCo", api.base))
+        .send()
         .await
         .expect("lookup")
         .text()
@@ -150,8 +154,7 @@ async fn many_requests_share_one_keep_alive_connection() {
     let system = System::start().await;
     // reqwest keeps one idle connection per host; a server that closed after each response
     // would show up as a new local port per request.
-    let client = reqwest::Client::builder()
-        .no_proxy()
+    let client = bazaar_api::client::reqwest_builder(&system.auth())
         .pool_max_idle_per_host(1)
         .build()
         .expect("client");

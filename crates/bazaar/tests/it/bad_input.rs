@@ -18,10 +18,23 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
         (json, b"{".to_vec(), 400, "parse"),
         (json, b"not json".to_vec(), 400, "parse"),
         (
-            None,
+            Some("application/x-www-form-urlencoded"),
             br#"{"name":"FishCo","type":"buy","quantity":1}"#.to_vec(),
             415,
             "Content-Type",
+        ),
+        (None, b"name=FishCo&type=buy".to_vec(), 400, "parse"),
+        (
+            json,
+            br#"{"name":"FishCo","name":"BoarCo","type":"buy","quantity":1}"#.to_vec(),
+            400,
+            "\"name\" appears twice",
+        ),
+        (
+            None,
+            br#"{"name":"FishCo","type":"buy","quantity":1,"quantity":99}"#.to_vec(),
+            400,
+            "appears twice",
         ),
         (
             Some("text/plain"),
@@ -100,7 +113,7 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
             json,
             format!(r#"{{"name":"{long_name}","type":"buy","quantity":1}}"#).into_bytes(),
             400,
-            "65 bytes",
+            "65 characters",
         ),
         (
             json,
@@ -130,7 +143,12 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
 
     phase!("bad lookups, order numbers and routes");
     let paths: Vec<(Method, String, u16, &str)> = vec![
-        (Method::GET, format!("/stocks/{long_name}"), 400, "65 bytes"),
+        (
+            Method::GET,
+            format!("/stocks/{long_name}"),
+            400,
+            "65 characters",
+        ),
         (
             Method::GET,
             "/stocks/NoSuchCo".into(),
@@ -165,19 +183,21 @@ async fn every_bad_request_gets_a_clear_enveloped_error_and_loses_nothing() {
             Method::GET,
             "/orders/18446744073709551616".into(),
             400,
-            "out of range",
+            "larger than",
         ),
         (
             Method::GET,
             "/orders/9223372036854775808".into(),
             400,
-            "out of range",
+            "larger than 9223372036854775807",
         ),
+        (Method::GET, "/orders/+0".into(), 400, "digits only"),
+        (Method::GET, "/orders/%200".into(), 400, "digits only"),
         (
             Method::GET,
-            "/orders/+0".into(),
+            "/orders?order-number=+1".into(),
             400,
-            "not a non-negative integer",
+            "digits only",
         ),
         (
             Method::GET,
@@ -268,6 +288,62 @@ async fn internal_routes_refuse_bad_input_in_the_envelope_too() {
         let (got, reply) = service.get(path).await;
         assert_eq!(got, 400, "{path}: {reply}");
     }
+    let (got, reply) = replica
+        .post_raw(
+            "/internal/leader",
+            Some("application/json"),
+            br#"{"leader": 1, "epoch": 1, "epoch": 2}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        got, 400,
+        "duplicate keys are refused on internal routes too: {reply}"
+    );
     phase!("nothing changed: the system still trades from where it was");
     assert_eq!(system.api().trade("FishCo", "sell", 1).await, Ok(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn friendlier_input_is_accepted_where_it_is_unambiguous() {
+    let system = System::start().await;
+    let api = system.api();
+
+    phase!("issue 9: a JSON trade without a Content-Type (as Python's http.client sends it)");
+    let (status, reply) = api
+        .post_raw(
+            "/orders",
+            None,
+            br#"{"name":"FishCo","type":"buy","quantity":2}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["data"]["transaction_number"], 0);
+    let (status, reply) = api
+        .post_raw(
+            "/orders",
+            Some("application/json; charset=utf-8"),
+            br#"{"name":"FishCo","type":"sell","quantity":1}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+
+    phase!("a trailing slash finds the same route");
+    let (status, stock) = api.get("/stocks/FishCo/").await;
+    assert_eq!(status, 200, "{stock}");
+    assert_eq!(stock["data"]["quantity"], 99);
+    assert_eq!(api.get("/orders/0/").await.1["data"]["quantity"], 2);
+    assert_eq!(api.get("/stocks/").await.0, 200);
+    assert_eq!(api.get("/health/").await.0, 200);
+    let (status, reply) = api
+        .post_raw(
+            "/orders/",
+            None,
+            br#"{"name":"FishCo","type":"buy","quantity":1}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (status, &reply["data"]["transaction_number"]),
+        (200, &json!(2)),
+        "{reply}"
+    );
 }

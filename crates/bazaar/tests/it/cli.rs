@@ -111,6 +111,29 @@ fn bad_flags_exit_2_with_a_clear_message() {
     assert_fails(&["up", "--replicas", "0"], 2, "--replicas");
     assert_fails(&["up", "--cache-size", "0"], 2, "--cache-size");
     assert_fails(&["nonsense"], 2, "unrecognized subcommand");
+
+    phase!("issue 9: a service without a cluster key refuses to start unless --insecure");
+    let key = "k".repeat(64);
+    for service in [
+        vec!["catalog", "--db", db],
+        vec!["order", "--id", "1", "--db", db],
+        vec!["frontend"],
+    ] {
+        assert_fails(&service, 2, "no cluster key");
+        let mut both = service.clone();
+        both.extend(["--insecure", "--cluster-key", &key]);
+        assert_fails(&both, 2, "--insecure");
+        let mut short = service.clone();
+        short.extend(["--cluster-key", "short"]);
+        assert_fails(&short, 2, "--cluster-key");
+        let mut missing = service.clone();
+        missing.extend(["--cluster-key-file", "/nonexistent/cluster.key"]);
+        assert_fails(&missing, 2, "--cluster-key-file");
+    }
+    assert!(
+        !Path::new(db).exists(),
+        "nothing was opened before the key was checked"
+    );
 }
 
 #[test]
@@ -126,6 +149,7 @@ fn bad_files_exit_non_zero_naming_the_file() {
     assert_fails(
         &[
             "order",
+            "--insecure",
             "--id",
             "1",
             "--db",
@@ -139,6 +163,7 @@ fn bad_files_exit_non_zero_naming_the_file() {
     assert_fails(
         &[
             "order",
+            "--insecure",
             "--id",
             "1",
             "--db",
@@ -153,12 +178,24 @@ fn bad_files_exit_non_zero_naming_the_file() {
     phase!("an unwritable data directory (a path under a regular file)");
     write(&dir.path().join("plain-file"), "x");
     assert_fails(
-        &["catalog", "--db", &path("plain-file/sub/c.db")],
+        &[
+            "catalog",
+            "--insecure",
+            "--db",
+            &path("plain-file/sub/c.db"),
+        ],
         2,
         "cannot create data directory",
     );
     assert_fails(
-        &["order", "--id", "1", "--db", &path("plain-file/o.db")],
+        &[
+            "order",
+            "--insecure",
+            "--id",
+            "1",
+            "--db",
+            &path("plain-file/o.db"),
+        ],
         2,
         "cannot create data directory",
     );
@@ -166,12 +203,12 @@ fn bad_files_exit_non_zero_naming_the_file() {
     phase!("database files that are not databases");
     write(&dir.path().join("junk.db"), &"junk".repeat(2000));
     assert_fails(
-        &["catalog", "--db", &path("junk.db")],
+        &["catalog", "--insecure", "--db", &path("junk.db")],
         1,
         "is not a SQLite database",
     );
     assert_fails(
-        &["order", "--id", "1", "--db", &path("junk.db")],
+        &["order", "--insecure", "--id", "1", "--db", &path("junk.db")],
         1,
         "is not a SQLite database",
     );
@@ -192,7 +229,7 @@ fn a_busy_port_or_database_is_reported() {
     let db = dir.path().join("c.db");
     let db = db.to_str().expect("utf-8");
     assert_fails(
-        &["catalog", "--listen", &addr, "--db", db],
+        &["catalog", "--insecure", "--listen", &addr, "--db", db],
         1,
         "cannot listen on",
     );
@@ -206,7 +243,7 @@ fn a_busy_port_or_database_is_reported() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let first = std::process::Command::new(crate::support::exe())
-        .args(["catalog", "--listen", &listen, "--db", shared])
+        .args(["catalog", "--insecure", "--listen", &listen, "--db", shared])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -222,7 +259,14 @@ fn a_busy_port_or_database_is_reported() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_fails(
-        &["catalog", "--listen", "127.0.0.1:0", "--db", shared],
+        &[
+            "catalog",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            shared,
+        ],
         2,
         "in use by another process",
     );

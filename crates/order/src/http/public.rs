@@ -31,53 +31,10 @@ async fn trade_create(
     Ok(Json(Data::new(app.writer.trade(command).await?)))
 }
 
-/// Order numbers are digits only, and at most what the store holds.
-pub(crate) fn parse_order_number(text: &str) -> Result<TxnNumber> {
-    let bad = || {
-        Error::BadRequest(format!(
-            "order number {text:?} is not a non-negative integer"
-        ))
-    };
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    text.parse::<u64>()
-        .ok()
-        .filter(|n| i64::try_from(*n).is_ok())
-        .map(TxnNumber)
-        .ok_or_else(|| Error::BadRequest(format!("order number {text} is out of range")))
-}
-
 async fn order_get(
     State(app): State<AppState>,
     Path(number): Path<String>,
 ) -> Result<Json<Data<Order>>> {
-    let number = parse_order_number(&number)?;
+    let number: TxnNumber = number.parse().map_err(Error::BadRequest)?;
     Ok(Json(Data::new(app.writer.order(number).await?)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn order_numbers_are_digits_within_range() {
-        assert_eq!(parse_order_number("0").ok(), Some(TxnNumber(0)));
-        assert_eq!(
-            parse_order_number("9223372036854775807").ok(),
-            Some(TxnNumber(i64::MAX as u64))
-        );
-        for bad in [
-            "",
-            "+0",
-            "-1",
-            " 1",
-            "1.0",
-            "9223372036854775808",
-            "0x1",
-            "١",
-        ] {
-            assert!(parse_order_number(bad).is_err(), "{bad:?} was accepted");
-        }
-    }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bazaar_api::auth::ClientAuth;
 use bazaar_cluster::{Cluster, ClusterSpec, LogTarget, Role};
 use serde_json::Value;
 
@@ -59,15 +60,33 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client that presents no cluster key (and trusts no CA).
     pub fn new(base: impl Into<String>) -> Self {
+        Self::with_auth(base, &ClientAuth::none())
+    }
+
+    /// A client that presents `auth`'s cluster key and trusts its CA.
+    pub fn with_auth(base: impl Into<String>, auth: &ClientAuth) -> Self {
         Self {
             base: base.into(),
-            http: reqwest::Client::builder()
-                .no_proxy()
+            http: bazaar_api::client::reqwest_builder(auth)
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
         }
+    }
+
+    /// Sends a request built by `build` on this client (for headers the helpers do not set).
+    pub async fn send(
+        &self,
+        build: impl FnOnce(&reqwest::Client, String) -> reqwest::RequestBuilder,
+        path: &str,
+    ) -> (u16, Value) {
+        let response = build(&self.http, format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        Self::finish(response).await
     }
 
     async fn finish(response: reqwest::Response) -> (u16, Value) {
@@ -231,19 +250,27 @@ impl System {
             .expect("service exists")
     }
 
-    /// The front-end's API.
+    /// What a member of the cluster presents: its key, and its CA with TLS.
+    pub fn auth(&self) -> ClientAuth {
+        self.cluster
+            .as_ref()
+            .map(|c| c.client_auth().clone())
+            .expect("running")
+    }
+
+    /// The front-end's API (the client presents the cluster key, which public routes ignore).
     pub fn api(&self) -> Api {
-        Api::new(self.url(Role::Frontend, None))
+        Api::with_auth(self.url(Role::Frontend, None), &self.auth())
     }
 
-    /// An order replica's API.
+    /// An order replica's API, with the cluster key.
     pub fn replica(&self, id: u8) -> Api {
-        Api::new(self.url(Role::Order, Some(id)))
+        Api::with_auth(self.url(Role::Order, Some(id)), &self.auth())
     }
 
-    /// A catalog's API.
+    /// A catalog's API, with the cluster key.
     pub fn catalog(&self, id: u8) -> Api {
-        Api::new(self.url(Role::Catalog, Some(id)))
+        Api::with_auth(self.url(Role::Catalog, Some(id)), &self.auth())
     }
 
     /// The current leader's id according to the front-end.
@@ -466,9 +493,12 @@ impl System {
             .map(|id| self.url(Role::Catalog, Some(id)))
             .collect();
         let log = std::fs::File::create(self.dir.path().join("logs/frontend-2.log")).expect("log");
+        let key_file = self.data_dir().join(bazaar_cluster::security::KEY_FILE);
         let child = Command::new(exe())
             .args([
                 "frontend",
+                "--cluster-key-file",
+                key_file.to_str().expect("UTF-8 path"),
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--catalogs",
@@ -485,7 +515,7 @@ impl System {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        let api = Api::new(extra.url.clone());
+        let api = Api::with_auth(extra.url.clone(), &self.auth());
         wait_until("the second front-end caches", Duration::from_secs(30), || {
             let api = api.clone();
             async move {
