@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a complete local system (catalog, order replicas, front-end) as child processes.
+    /// Start a complete local system (catalogs, order replicas, front-end) as child processes.
     Up(cmd::up::Args),
     /// Run the catalog service.
     Catalog(bazaar_catalog::Config),
@@ -40,9 +40,9 @@ enum Command {
     Order(bazaar_order::Config),
     /// Run the front-end (the public REST API).
     Frontend(bazaar_frontend::Config),
-    /// Check that replica logs are identical and gap-free and match the catalog's trades.
+    /// Check that replica logs are identical and gap-free and every catalog is a view of the log.
     Verify(cmd::verify::Args),
-    /// Print the cluster table: each service's health, role, epoch, last order and lag.
+    /// Print the cluster table: each service's health, role, epoch, log position, last order and lag.
     Status(cmd::status::Args),
     /// Print one replica's order log from its database: each entry's index, epoch (raft:
     /// term), command and outcome.
@@ -51,7 +51,7 @@ enum Command {
     Client(cmd::client::Args),
     /// Evaluation sweep: latency vs trade probability, cache on and off, with CSV and plots.
     Eval(cmd::eval::Args),
-    /// Kill and restart order replicas under load; check no acknowledged order was lost.
+    /// Kill and restart order replicas and catalogs under load; check no acknowledged order was lost.
     Chaos(cmd::chaos::Args),
     /// Network faults (partitions, one-way loss, pauses, kills) on test hosts under recorded
     /// load; check the history for linearizability (needs root and `ip netns`).

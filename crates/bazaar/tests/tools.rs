@@ -259,7 +259,9 @@ async fn log_prints_each_command_with_what_it_did() {
     spec.replication = "raft".into();
     let cluster = Cluster::start(spec).await.expect("the system starts");
     let frontend = cluster.frontend_url();
-    let http = reqwest::Client::new();
+    let http = bazaar_api::client::reqwest_builder(&bazaar_api::auth::ClientAuth::none())
+        .build()
+        .expect("client");
     let trade = |quantity: u64| {
         http.post(format!("{frontend}/orders"))
             .json(&serde_json::json!({"name": "FishCo", "type": "buy", "quantity": quantity}))

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub leader: Option<LeaderHint>,
     /// For `stale_epoch` replies: the newest epoch known.
     pub epoch: Option<Epoch>,
+    /// The reply ends the connection (`Connection: close`): the request's body was left
+    /// unread, so the connection cannot carry another request.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -26,6 +29,7 @@ impl ApiError {
             message: message.into(),
             leader: None,
             epoch: None,
+            close: false,
         }
     }
 
@@ -58,6 +62,13 @@ impl ApiError {
         self
     }
 
+    /// Says `Connection: close` (for replies sent before the body was read).
+    #[must_use]
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
     /// The HTTP status.
     #[must_use]
     pub fn status(&self) -> StatusCode {
@@ -71,6 +82,13 @@ impl IntoResponse for ApiError {
         let mut body = ErrorBody::new(self.kind, self.message);
         body.error.leader = self.leader;
         body.error.epoch = self.epoch;
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if self.close {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

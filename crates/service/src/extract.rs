@@ -58,7 +58,8 @@ fn refuse_declared_overlong(request: Request) -> Result<Request, ApiError> {
         (Some(declared), Some(limit)) if declared > limit => Err(ApiError::new(
             ErrorKind::PayloadTooLarge,
             format!("request body of {declared} bytes is larger than the limit of {limit} bytes"),
-        )),
+        )
+        .closing()),
         _ => Ok(request),
     }
 }
@@ -93,7 +94,7 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
     while let Some(error) = source {
         if let Some(late) = error.downcast_ref::<BodyReadTimeout>() {
-            return ApiError::new(ErrorKind::RequestTimeout, late.to_string());
+            return ApiError::new(ErrorKind::RequestTimeout, late.to_string()).closing();
         }
         source = error.source();
     }
@@ -104,7 +105,8 @@ fn body_error(rejection: BytesRejection) -> ApiError {
                 "request body is larger than the limit of {} bytes",
                 bazaar_api::BODY_LEN_MAX
             ),
-        );
+        )
+        .closing();
     }
     ApiError::bad_request(format!(
         "cannot read the request body: {}",

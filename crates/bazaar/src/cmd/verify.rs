@@ -9,7 +9,7 @@ use crate::Failure;
 /// Flags of `bazaar verify`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Data directory holding catalog.db and order-<id>.db.
+    /// Data directory holding catalog-<n>.db and order-<id>.db.
     #[arg(long, env = "BAZAAR_DATA_DIR", default_value = "bazaar-data")]
     data_dir: PathBuf,
 }

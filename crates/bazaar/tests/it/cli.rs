@@ -98,7 +98,7 @@ fn bad_flags_exit_2_with_a_clear_message() {
     assert_fails(
         &["frontend", "--catalogs", "ftp://x:1"],
         2,
-        "is not an http:// URL",
+        "is not an http:// or https:// URL",
     );
     assert_fails(
         &["frontend", "--catalogs", ""],

@@ -12,6 +12,13 @@ use crate::phase;
 use crate::support::up::{Up, is_private};
 use crate::support::{Api, System, assert_error, run_bazaar, wait_until};
 
+/// A plain client without the cluster key (the dashboard and the public API need none).
+fn http() -> reqwest::Client {
+    bazaar_api::client::reqwest_builder(&bazaar_api::auth::ClientAuth::none())
+        .build()
+        .expect("client")
+}
+
 /// One server-sent event stream, read with a plain HTTP client.
 struct Events {
     response: reqwest::Response,
@@ -20,8 +27,7 @@ struct Events {
 
 impl Events {
     async fn open(base: &str) -> Result<Self, (u16, Value)> {
-        let response = reqwest::Client::builder()
-            .no_proxy()
+        let response = bazaar_api::client::reqwest_builder(&bazaar_api::auth::ClientAuth::none())
             .build()
             .expect("client")
             .get(format!("{base}/dashboard/events"))
@@ -114,7 +120,9 @@ fn quantity_in(market: &Value, name: &str) -> Option<u64> {
 
 /// A metric's value from the front-end's `/metrics`.
 async fn metric(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .expect("GET /metrics")
         .text()
@@ -131,7 +139,7 @@ async fn the_page_and_its_files_are_served_on_loopback_with_a_strict_policy() {
     let system = System::start().await;
     let base = system.url(Role::Frontend, None);
     phase!("GET / serves the page with its own policy; the script and style sheet are there");
-    let page = reqwest::get(format!("{base}/")).await.expect("GET /");
+    let page = http().get(format!("{base}/")).send().await.expect("GET /");
     assert_eq!(page.status(), 200);
     let policy = page
         .headers()
@@ -146,7 +154,7 @@ async fn the_page_and_its_files_are_served_on_loopback_with_a_strict_policy() {
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),
     ] {
-        let response = reqwest::get(format!("{base}{path}")).await.expect(path);
+        let response = http().get(format!("{base}{path}")).send().await.expect(path);
         assert_eq!(response.status(), 200, "{path}");
         let content_type = response.headers()["content-type"].to_str().expect("ascii");
         assert!(content_type.starts_with(kind), "{path}: {content_type}");
@@ -291,7 +299,9 @@ async fn with_the_dashboard_off_its_routes_do_not_exist_and_the_api_works() {
         assert_error(status, &body, 404, "no route");
     }
     assert_eq!(api.get("/stocks/FishCo").await.0, 200);
-    let metrics = reqwest::get(format!("{}/metrics", api.base))
+    let metrics = http()
+        .get(format!("{}/metrics", api.base))
+        .send()
         .await
         .expect("metrics")
         .text()

@@ -40,12 +40,12 @@ async fn half_open_connections_do_not_starve_a_service_with_few_descriptors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    phase!("a catalog limited to {FD_LIMIT} open files, with short client timeouts");
-    let log = std::fs::File::create(dir.path().join("catalog.log")).expect("log");
+    phase!("an order replica limited to {FD_LIMIT} open files, with short client timeouts");
+    let log = std::fs::File::create(dir.path().join("order.log")).expect("log");
     let script = format!(
-        "ulimit -n {FD_LIMIT} && exec \"$0\" catalog --insecure --listen {addr} --db {} \
+        "ulimit -n {FD_LIMIT} && exec \"$0\" order --insecure --id 1 --listen {addr} --db {} \
          --header-timeout 1s --body-timeout 1s --idle-timeout 2s",
-        dir.path().join("catalog.db").display()
+        dir.path().join("order-1.db").display()
     );
     let child = Command::new("sh")
         .args(["-c", &script])
@@ -55,9 +55,9 @@ async fn half_open_connections_do_not_starve_a_service_with_few_descriptors() {
         .stderr(log)
         .spawn()
         .expect("spawn");
-    let catalog = Killed(child);
+    let replica = Killed(child);
     let api = Api::new(format!("http://{addr}"));
-    wait_until("the catalog serves", Duration::from_secs(30), || async {
+    wait_until("the replica serves", Duration::from_secs(30), || async {
         api.try_get("/health").await.is_some_and(|(s, _)| s == 200)
     })
     .await;
@@ -69,8 +69,8 @@ async fn half_open_connections_do_not_starve_a_service_with_few_descriptors() {
             .await
             .expect("the kernel queues it");
         let partial: &[u8] = match i % 3 {
-            0 => b"GET /stocks/FishCo HTTP/1.1\r\nhost: x\r\nx-slow: ",
-            1 => b"POST /internal/trades HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{\"request_id\":",
+            0 => b"GET /orders/0 HTTP/1.1\r\nhost: x\r\nx-slow: ",
+            1 => b"POST /trades HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{\"request_id\":",
             _ => b"",
         };
         stream.write_all(partial).await.expect("write");
@@ -79,8 +79,8 @@ async fn half_open_connections_do_not_starve_a_service_with_few_descriptors() {
 
     phase!("normal requests are still served");
     let started = Instant::now();
-    wait_until("a normal lookup succeeds", Duration::from_secs(20), || async {
-        matches!(api.try_get("/stocks/FishCo").await, Some((200, body)) if body["data"]["name"] == "FishCo")
+    wait_until("a normal request is answered", Duration::from_secs(20), || async {
+        matches!(api.try_get("/health").await, Some((200, body)) if body["data"]["id"] == 1)
     })
     .await;
     phase!("served after {:?}", started.elapsed());
@@ -93,10 +93,10 @@ async fn half_open_connections_do_not_starve_a_service_with_few_descriptors() {
         assert!(closed.is_ok(), "connection {i} is still open");
     }
     for _ in 0..20 {
-        let (status, _) = api.get("/stocks/FishCo").await;
+        let (status, _) = api.get("/health").await;
         assert_eq!(status, 200);
     }
-    drop(catalog);
+    drop(replica);
 }
 
 /// Sends raw bytes to `addr` and reads the reply until the server closes (at most `within`).

@@ -73,8 +73,7 @@ impl Driver {
         let driver = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .no_proxy()
+            http: bazaar_api::client::reqwest_builder(&bazaar_api::auth::ClientAuth::none())
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("client"),
