@@ -186,6 +186,10 @@ EOF
     read -r nginx_port <<<"$(free_ports 1)"
     mkdir -p "$work/nginx/www/stocks"
     cp "$work/FishCo.json" "$work/nginx/www/stocks/FishCo"
+    # nginx started as root serves as an unprivileged worker: let it through the private
+    # temporary directory to the file (and nothing else).
+    chmod a+x "$work" "$work/nginx"
+    chmod -R a+rX "$work/nginx/www"
     cat >"$work/nginx/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;

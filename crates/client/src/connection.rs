@@ -16,8 +16,10 @@ use hyper::client::conn::http1;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::endpoint::{Endpoint, Tls};
 use crate::history::{ClientHistory, Sent};
 
 /// Largest reply body read, in bytes; the API's replies are far smaller, and the bound keeps a
@@ -61,7 +63,11 @@ pub enum RequestError {
     Timeout(Duration),
 }
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+/// What a connection's bytes travel over: TCP, or TLS on it for an `https://` front-end.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+type Driver = http1::Connection<TokioIo<Box<dyn Stream>>, Full<Bytes>>;
 
 /// An open connection: the handle requests are sent on, and the future that does the I/O.
 struct Live {
@@ -77,6 +83,8 @@ pub struct Connection {
     addr: SocketAddr,
     /// `Host` header of every request.
     authority: HeaderValue,
+    /// For an `https://` front-end.
+    tls: Option<Tls>,
     /// Bound on each request, connecting included.
     timeout: Duration,
     /// The open connection; `None` before the first request and after a failure.
@@ -106,12 +114,13 @@ enum Outgoing<'a> {
 }
 
 impl Connection {
-    /// A connection to `addr`, opened by the first request.
+    /// A connection to `frontend` at `addr` (resolved from it), opened by the first request.
     #[must_use]
-    pub fn new(addr: SocketAddr, authority: HeaderValue, timeout: Duration) -> Self {
+    pub fn new(addr: SocketAddr, frontend: &Endpoint, timeout: Duration) -> Self {
         Self {
             addr,
-            authority,
+            authority: frontend.authority().clone(),
+            tls: frontend.tls().cloned(),
             timeout,
             live: None,
             connects: 0,
@@ -230,6 +239,10 @@ impl Connection {
             .map_err(|e| connect_error(&e))?;
         // Requests are small and latency-bound: never let Nagle hold one back.
         stream.set_nodelay(true).map_err(|e| connect_error(&e))?;
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(tls.connect(stream).await.map_err(|e| connect_error(&e))?),
+        };
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

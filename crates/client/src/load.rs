@@ -216,11 +216,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
     config.validate()?;
     let addr = config.frontend.resolve().await?;
     let connection = |client: usize| {
-        let mut connection = Connection::new(
-            addr,
-            config.frontend.authority().clone(),
-            config.request_timeout,
-        );
+        let mut connection = Connection::new(addr, &config.frontend, config.request_timeout);
         if let Some(history) = &config.history {
             connection.record_into(history.client(client));
         }

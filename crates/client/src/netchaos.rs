@@ -804,7 +804,7 @@ async fn order_reader(
         return 0;
     };
     let mut connection =
-        Connection::new(addr, frontend.authority().clone(), REQUEST_TIMEOUT_DEFAULT);
+        Connection::new(addr, &frontend, REQUEST_TIMEOUT_DEFAULT);
     connection.record_into(history);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0DE5);
     let mut queries = 0;

@@ -14,9 +14,14 @@ use crate::Failure;
 /// Flags of `bazaar client`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Base URL of the front-end.
+    /// Base URL of the front-end: `http://` or `https://`.
     #[arg(long, env = "BAZAAR_FRONTEND", default_value = "http://127.0.0.1:8080")]
     frontend: String,
+
+    /// The certificate authority (PEM) an `https://` front-end's certificate must come from,
+    /// e.g. `<data-dir>/tls/ca.pem` after `bazaar up --tls`.
+    #[arg(long = "tls-ca", env = "BAZAAR_CLIENT_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 
     /// Simulated clients, each with its own keep-alive connection.
     #[arg(long, env = "BAZAAR_CLIENTS", default_value_t = load::CLIENTS_DEFAULT)]
@@ -64,7 +69,17 @@ pub struct Args {
 
 /// Runs the load, prints the table; fails (exit 1) on any mismatch or failed request.
 pub async fn run(args: Args) -> Result<(), Failure> {
-    let mut config = LoadConfig::new(Endpoint::parse(&args.frontend).map_err(failure)?);
+    let mut frontend = Endpoint::parse(&args.frontend).map_err(failure)?;
+    if let Some(path) = &args.tls_ca {
+        let pem = std::fs::read(path).map_err(|e| {
+            Failure::Config(anyhow!("--tls-ca {}: cannot read it: {e}", path.display()))
+        })?;
+        let auth = bazaar_api::auth::ClientAuth::none()
+            .trusting_ca_pem(&pem)
+            .map_err(|e| Failure::Config(anyhow!("--tls-ca {}: {e}", path.display())))?;
+        frontend = frontend.trusting(&auth);
+    }
+    let mut config = LoadConfig::new(frontend);
     config.clients = args.clients;
     config.stop = args
         .duration

@@ -317,6 +317,26 @@ async fn a_whole_cluster_runs_on_tls_and_trades() {
         .await
         .expect("restart");
     system.wait_replicas_equal(&[1, 2, 3]).await;
+
+    phase!("the load generator trades over https when told which CA to trust");
+    let ca = system.data_dir().join("tls/ca.pem");
+    let load = std::process::Command::new(crate::support::exe())
+        .args(["client", "--frontend", &api.base, "--tls-ca"])
+        .arg(&ca)
+        .args(["--clients", "2", "--iterations", "20", "--p", "0.5", "--seed", "1"])
+        .output()
+        .expect("bazaar client runs");
+    assert!(
+        load.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&load.stdout),
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let untrusting = std::process::Command::new(crate::support::exe())
+        .args(["client", "--frontend", &api.base, "--clients", "1", "--iterations", "1"])
+        .output()
+        .expect("bazaar client runs");
+    assert!(!untrusting.status.success(), "a client without the CA must fail");
 }
 
 #[tokio::test(flavor = "multi_thread")]
