@@ -163,9 +163,21 @@ impl RaftReplica {
                 _ = ticks.tick() => {}
             }
             let view = self.view();
+            // A core that panicked reports nothing (its metrics keep saying "running"), but
+            // its metrics sender is gone with it; without this the replica would go on
+            // answering with a dead Raft.
+            let core_gone = self.inner.metrics.has_changed().is_err();
             if let Err(e) = view.running {
                 if !stop.is_cancelled() {
                     fatal.raise(format!("the raft node stopped: {e}"));
+                }
+                return;
+            }
+            if core_gone {
+                if !stop.is_cancelled() {
+                    fatal.raise(
+                        "the raft node stopped: its core task ended without a report (it panicked)",
+                    );
                 }
                 return;
             }

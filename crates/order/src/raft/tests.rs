@@ -10,6 +10,7 @@ use bazaar_api::log::{Command as LogCommand, StockDef, TradeCommand};
 use bazaar_api::{Price, RequestId, TradeType, TxnNumber};
 use bazaar_ledger::{Outcome, Refusal};
 use bazaar_service::Fatal;
+use openraft::RaftLogReader;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder};
@@ -280,6 +281,18 @@ async fn the_log_survives_a_restart_and_truncates_and_purges() {
     assert_eq!(
         entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
         [3, 4, 5, 6, 7]
+    );
+    let indexes = |entries: Vec<Entry>| entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    assert_eq!(
+        indexes(log.limited_get_log_entries(3, 5).await.expect("read")),
+        [3, 4]
+    );
+    assert!(
+        log.limited_get_log_entries(1, 5)
+            .await
+            .expect("read")
+            .is_empty(),
+        "a replication read whose start was compacted gets nothing, not entries that skip it"
     );
 }
 
