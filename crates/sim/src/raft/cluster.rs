@@ -312,18 +312,21 @@ impl Cluster {
                 continue;
             };
             let receiver = running.raft.metrics();
+            // Closed first, then read: a core that stops on its own sends its error before it
+            // drops the sender, so only a core that panicked leaves "running" behind.
+            let core_gone = receiver.has_changed().is_err();
             let metrics = receiver.borrow().clone();
-            if receiver.has_changed().is_err() {
-                self.checker.lock().fail(format!(
-                    "replica {id}'s Raft core ended without a report: it panicked (the panic \
-                     is printed above)"
-                ));
-                continue;
-            }
             if let Err(e) = &metrics.running_state {
                 self.checker
                     .lock()
                     .fail(format!("replica {id}'s Raft stopped on its own: {e}"));
+                continue;
+            }
+            if core_gone {
+                self.checker.lock().fail(format!(
+                    "replica {id}'s Raft core ended without a report: it panicked (the panic \
+                     is printed above)"
+                ));
                 continue;
             }
             if running.fatal.is_raised() {
