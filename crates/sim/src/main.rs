@@ -145,7 +145,7 @@ fn main() -> ExitCode {
     println!(
         "OK: {runs} seeds ({}..{}), {steps} steps, {acked} trades acknowledged, no invariant broken in {:.1} s",
         cli.first_seed,
-        seed - 1,
+        seed.saturating_sub(1),
         started.elapsed().as_secs_f64()
     );
     ExitCode::SUCCESS
