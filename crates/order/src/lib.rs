@@ -170,10 +170,7 @@ impl OrderService {
         let vouch = Arc::new(LateVouch::default());
         let grace = match config.replication {
             config::ModeArg::PrimaryBackup => PRIMARY_BACKUP_HEARTBEAT * 5,
-            config::ModeArg::Raft => config
-                .raft_election_max
-                .saturating_mul(2)
-                .max(raft::QUORUM_GRACE_MIN),
+            config::ModeArg::Raft => raft::RaftSettings::from(&config).grace(),
         };
         let release = Release::new(feed, vouch.clone(), grace, tasks.clone());
         let replica = match storage {
@@ -219,10 +216,7 @@ impl OrderService {
                 Replica::Raft(raft)
             }
         };
-        // A decided write waits for its release at most: the acknowledgement timeout, a dropped
-        // front-end's lease, a new leader's handover, and a second of slack.
-        let release_deadline =
-            config.feed_ack_timeout + config.feed_lease * 2 + grace + Duration::from_secs(1);
+        let release_deadline = release_deadline(config.feed_lease, config.feed_ack_timeout, grace);
         let router = bazaar_service::finish_router(
             http::router(http::AppState {
                 writer: Writer {
@@ -262,6 +256,55 @@ impl OrderService {
         }
         served.map_err(|e| Error::Storage(format!("listener failed: {e}")))
     }
+}
+
+/// How long a decided write waits for its release at most: the acknowledgement timeout, a
+/// dropped front-end's lease, a new leader's handover, and a second of slack.
+fn release_deadline(feed_lease: Duration, feed_ack_timeout: Duration, grace: Duration) -> Duration {
+    feed_ack_timeout + feed_lease * 2 + grace + Duration::from_secs(1)
+}
+
+/// How the release gate of an in-process replica times its front-ends' leases (`--feed-lease`,
+/// `--feed-ack-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedTiming {
+    /// Lease granted to front-ends.
+    pub lease: Duration,
+    /// How long a front-end may take to acknowledge an invalidation.
+    pub ack_timeout: Duration,
+}
+
+/// Starts a raft replica inside this process, without HTTP, behind the same release gate and
+/// with the same deadlines as a served one, and returns what the routes would trade through.
+/// The simulator (`crates/sim`) runs three this way; `tasks` and `stop` hold and stop the
+/// replica's background tasks, `fatal` is raised when its storage fails.
+///
+/// # Errors
+/// [`Error::Config`] for timing openraft refuses; [`Error::Storage`] when the node cannot read
+/// its state.
+pub async fn start_raft_in_process<N, LS, SM>(
+    node: raft::InProcess<N, LS, SM>,
+    feed: FeedTiming,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    fatal: &Fatal,
+) -> Result<Writer>
+where
+    N: openraft::network::RaftNetworkFactory<raft::types::TypeConfig>,
+    LS: openraft::storage::RaftLogStorage<raft::types::TypeConfig>,
+    SM: openraft::storage::RaftStateMachine<raft::types::TypeConfig>,
+{
+    let grace = node.settings.grace();
+    let feed_gate = Feed::new(feed.lease, feed.ack_timeout, FeedMetrics::default());
+    let vouch = Arc::new(LateVouch::default());
+    let release = Release::new(feed_gate, vouch.clone(), grace, tasks.clone());
+    let replica = RaftReplica::start_in_process(node, release.clone(), tasks, stop, fatal).await?;
+    vouch.set(Arc::new(replica.clone()));
+    Ok(Writer {
+        replica: Replica::Raft(replica),
+        release,
+        release_deadline: release_deadline(feed.lease, feed.ack_timeout, grace),
+    })
 }
 
 /// The replica's [`Vouch`], set once the replica exists (the gate is built first).

@@ -162,10 +162,24 @@ impl RaftReplica {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
+            // A core that panicked reports nothing (its metrics keep saying "running"), but
+            // its metrics sender is gone with it; without this the replica would go on
+            // answering with a dead Raft. Looked at before the metrics: a core that stops on
+            // its own sends its error and then drops the sender, so a closed channel read
+            // first is never mistaken for a panic.
+            let core_gone = self.inner.metrics.has_changed().is_err();
             let view = self.view();
             if let Err(e) = view.running {
                 if !stop.is_cancelled() {
                     fatal.raise(format!("the raft node stopped: {e}"));
+                }
+                return;
+            }
+            if core_gone {
+                if !stop.is_cancelled() {
+                    fatal.raise(
+                        "the raft node stopped: its core task ended without a report (it panicked)",
+                    );
                 }
                 return;
             }

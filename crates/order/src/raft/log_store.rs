@@ -54,6 +54,29 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .await
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, &e))
     }
+
+    /// The entries a replication stream sends: openraft (0.9) puts them in an AppendEntries
+    /// whose previous entry is the one before `start`, so they must begin at `start`. When the
+    /// start of the range is gone (compacted), this answers nothing, which openraft sends as a
+    /// heartbeat, instead of entries that do not follow that previous entry. A leader never
+    /// reads a range it compacted (openraft postpones compaction while replication uses it),
+    /// but openraft 0.9 leaves a deposed leader's replication streams running until it leads
+    /// again; one that still retries a replica that was down reads a log that moved on, and a
+    /// replica restarted with the old term's vote accepts its request (the raft simulator,
+    /// `bazaar-sim --mode raft`, found this through openraft's debug assertion on the
+    /// follower; a release build would hand the follower's store an append that does not
+    /// continue its log, which the store refuses, stopping the replica).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let entries = self.try_get_log_entries(start..end).await?;
+        if entries.first().is_some_and(|e| e.log_id.index != start) {
+            return Ok(Vec::new());
+        }
+        Ok(entries)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {

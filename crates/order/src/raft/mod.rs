@@ -36,6 +36,11 @@
 //! - [`network`] — Raft messages over HTTP (their routes are in `crate::http::raft`).
 //! - `proposer` — batches concurrent commands into entries; `lifecycle` — cluster formation,
 //!   the fatal-stop watcher, gauges, leadership changes for the release gate.
+//!
+//! [`RaftReplica::start`] runs a node over HTTP and this store; `crate::start_raft_in_process`
+//! runs the same replica, behind the same release gate, over whatever network and storage it is
+//! given ([`InProcess`]): the simulator (`bazaar-sim --mode raft`) runs three in one process
+//! that way.
 
 mod lifecycle;
 pub mod log_store;
@@ -56,6 +61,8 @@ use bazaar_api::{Epoch, LeaderHint, ReplicaId, TxnNumber};
 use bazaar_ledger::Outcome;
 use bazaar_service::Fatal;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::network::RaftNetworkFactory;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -69,7 +76,7 @@ use self::network::Network;
 use self::proposer::{PROPOSAL_QUEUE_LEN, Proposal};
 use self::state_machine::StateMachine;
 use self::store::Db;
-use self::types::{NodeId, Raft, node_id, replica_id};
+use self::types::{NodeId, Raft, TypeConfig, node_id, replica_id};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::release::{Release, Vouch};
@@ -124,6 +131,13 @@ impl From<&Config> for RaftSettings {
 }
 
 impl RaftSettings {
+    /// How old a leader's last majority acknowledgement may be before it stops vouching for
+    /// its term: twice the longest election timeout, at least [`QUORUM_GRACE_MIN`].
+    #[must_use]
+    pub(crate) fn grace(&self) -> Duration {
+        self.election_max.saturating_mul(2).max(QUORUM_GRACE_MIN)
+    }
+
     fn openraft_config(&self) -> Result<openraft::Config> {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         openraft::Config {
@@ -140,6 +154,31 @@ impl RaftSettings {
         .validate()
         .map_err(|e| Error::Config(format!("raft timing: {e}")))
     }
+}
+
+/// What a Raft node runs on: everything [`RaftReplica::start`] builds from the flags and HTTP,
+/// given instead to `crate::start_raft_in_process`, which runs one without HTTP (the
+/// simulator in `crates/sim` runs three in one process, over a faulty in-memory network and
+/// storage it observes).
+pub struct InProcess<N, LS, SM> {
+    /// This replica.
+    pub id: ReplicaId,
+    /// Every replica of the group, this one included, with the URL its leader hints carry.
+    pub urls: BTreeMap<ReplicaId, String>,
+    /// Timing and log compaction.
+    pub settings: RaftSettings,
+    /// The catalog a new cluster's first leader writes into the log.
+    pub genesis: Vec<bazaar_api::log::StockDef>,
+    /// The database, as [`RaftReplica::open`] returned it.
+    pub db: Db,
+    /// Its applied entries, as [`RaftReplica::open`] returned them.
+    pub applied: mpsc::UnboundedReceiver<bazaar_api::log::AppliedEntry>,
+    /// openraft's network.
+    pub network: N,
+    /// openraft's log storage over `db`.
+    pub log_store: LS,
+    /// openraft's state machine over `db`.
+    pub state_machine: SM,
 }
 
 /// A replica in raft mode; cheap to clone.
@@ -224,7 +263,7 @@ impl RaftReplica {
         fatal: &Fatal,
         metrics: &bazaar_service::Metrics,
     ) -> Result<Self> {
-        let (id, urls, settings) = (config.id, config.urls(), RaftSettings::from(config));
+        let (id, urls) = (config.id, config.urls());
         let gauges = RaftGauges::default();
         gauges.register(metrics);
         let network = Network::new(
@@ -234,33 +273,18 @@ impl RaftReplica {
                 .map(|(id, url)| (node_id(*id), url.clone()))
                 .collect(),
         );
-        let raft = Raft::new(
-            node_id(id),
-            Arc::new(settings.openraft_config()?),
+        let node = InProcess {
+            id,
+            urls,
+            settings: RaftSettings::from(config),
+            genesis,
+            log_store: LogStore::new(db.clone()),
+            state_machine: StateMachine::new(db.clone(), gauges.snapshots.clone()),
+            db,
+            applied,
             network,
-            LogStore::new(db.clone()),
-            StateMachine::new(db.clone(), gauges.snapshots.clone()),
-        )
-        .await
-        .map_err(|e| Error::Storage(format!("cannot start the raft node: {e}")))?;
-        let grace = settings
-            .election_max
-            .saturating_mul(2)
-            .max(QUORUM_GRACE_MIN);
-        let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE_LEN);
-        let replica = Self {
-            inner: Arc::new(Inner {
-                id,
-                proposals,
-                metrics: raft.metrics(),
-                quorum_ack: Mutex::new(None),
-                raft,
-                db,
-                urls,
-                grace,
-                genesis,
-            }),
         };
+        let replica = Self::launch(node, release, tasks, stop, fatal, gauges).await?;
         let initialized = replica
             .inner
             .raft
@@ -273,6 +297,78 @@ impl RaftReplica {
             let (this, http, stop) = (replica.clone(), http.clone(), stop.clone());
             tasks.spawn(async move { this.bootstrap(&http, &stop).await }.in_current_span());
         }
+        Ok(replica)
+    }
+
+    /// Starts a Raft node inside this process over the network and storage `node` gives (the
+    /// simulator's in-memory network and its observing storage), with the same background
+    /// tasks as [`Self::start`] but no bootstrap: whoever runs the group forms it, through
+    /// [`Self::raft`].
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub(crate) async fn start_in_process<N, LS, SM>(
+        node: InProcess<N, LS, SM>,
+        release: Release,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+        fatal: &Fatal,
+    ) -> Result<Self>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        LS: RaftLogStorage<TypeConfig>,
+        SM: RaftStateMachine<TypeConfig>,
+    {
+        Self::launch(node, release, tasks, stop, fatal, RaftGauges::default()).await
+    }
+
+    async fn launch<N, LS, SM>(
+        node: InProcess<N, LS, SM>,
+        release: Release,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+        fatal: &Fatal,
+        gauges: RaftGauges,
+    ) -> Result<Self>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        LS: RaftLogStorage<TypeConfig>,
+        SM: RaftStateMachine<TypeConfig>,
+    {
+        let InProcess {
+            id,
+            urls,
+            settings,
+            genesis,
+            db,
+            applied,
+            network,
+            log_store,
+            state_machine,
+        } = node;
+        let raft = Raft::new(
+            node_id(id),
+            Arc::new(settings.openraft_config()?),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| Error::Storage(format!("cannot start the raft node: {e}")))?;
+        let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE_LEN);
+        let replica = Self {
+            inner: Arc::new(Inner {
+                id,
+                proposals,
+                metrics: raft.metrics(),
+                quorum_ack: Mutex::new(None),
+                raft,
+                db,
+                urls,
+                grace: settings.grace(),
+                genesis,
+            }),
+        };
         let (this, fatal, watch_stop) = (replica.clone(), fatal.clone(), stop.clone());
         tasks
             .spawn(async move { this.watch(&fatal, &watch_stop, &gauges).await }.in_current_span());

@@ -10,6 +10,7 @@ use bazaar_api::log::{Command as LogCommand, StockDef, TradeCommand};
 use bazaar_api::{Price, RequestId, TradeType, TxnNumber};
 use bazaar_ledger::{Outcome, Refusal};
 use bazaar_service::Fatal;
+use openraft::RaftLogReader;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder};
@@ -281,6 +282,18 @@ async fn the_log_survives_a_restart_and_truncates_and_purges() {
         entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
         [3, 4, 5, 6, 7]
     );
+    let indexes = |entries: Vec<Entry>| entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    assert_eq!(
+        indexes(log.limited_get_log_entries(3, 5).await.expect("read")),
+        [3, 4]
+    );
+    assert!(
+        log.limited_get_log_entries(1, 5)
+            .await
+            .expect("read")
+            .is_empty(),
+        "a replication read whose start was compacted gets nothing, not entries that skip it"
+    );
 }
 
 #[test]
@@ -296,4 +309,141 @@ fn a_raft_database_is_refused_in_primary_backup_mode_and_the_reverse() {
     let (sender, _) = tokio::sync::mpsc::unbounded_channel();
     let err = Db::open(&pb, Fatal::new(), sender).expect_err("a primary-backup file in raft mode");
     assert!(err.to_string().contains("primary-backup"), "{err}");
+}
+
+/// The replica's log store, except that an append panics. openraft 0.9 runs the log store
+/// inside its core task, so the core dies of it without reporting a stop.
+#[derive(Clone)]
+struct PanickingLog(LogStore);
+
+impl RaftLogReader<TypeConfig> for PanickingLog {
+    async fn try_get_log_entries<
+        RB: std::ops::RangeBounds<u64> + Clone + std::fmt::Debug + openraft::OptionalSend,
+    >(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.0.try_get_log_entries(range).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for PanickingLog {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<openraft::LogState<TypeConfig>, StorageError> {
+        self.0.get_log_state().await
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.0.get_log_reader().await
+    }
+
+    async fn save_vote(&mut self, vote: &super::types::Vote) -> Result<(), StorageError> {
+        self.0.save_vote(vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<super::types::Vote>, StorageError> {
+        self.0.read_vote().await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.0.save_committed(committed).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.0.read_committed().await
+    }
+
+    async fn append<I>(
+        &mut self,
+        _entries: I,
+        _callback: openraft::storage::LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        panic!("planted: the log store panics on append");
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.0.truncate(log_id).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.0.purge(log_id).await
+    }
+}
+
+/// A Raft core that panics leaves its metrics saying "running"; the watcher must still see it
+/// gone (its metrics channel closed) and stop the replica, not answer on with a dead Raft.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raft_core_that_panics_stops_the_replica() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use bazaar_api::ReplicaId;
+    use bazaar_api::client::Http;
+    use openraft::BasicNode;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::network::Network;
+    use super::types::node_id;
+    use super::{InProcess, RaftReplica, RaftSettings};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fatal = Fatal::new();
+    let (db, applied, _writer) =
+        RaftReplica::open(&dir.path().join("order-1.db"), &fatal).expect("open");
+    let id = ReplicaId(1);
+    let url = "http://127.0.0.1:9".to_owned();
+    let node = InProcess {
+        id,
+        urls: BTreeMap::from([(id, url.clone())]),
+        settings: RaftSettings {
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            snapshot_every: 1_000,
+            keep_logs: 100,
+        },
+        genesis: Vec::new(),
+        log_store: PanickingLog(LogStore::new(db.clone())),
+        state_machine: StateMachine::new(db.clone(), SnapshotCounters::default()),
+        db,
+        applied,
+        // A group of one never sends.
+        network: Network::new(
+            node_id(id),
+            Http::new(Duration::from_secs(1)),
+            BTreeMap::new(),
+        ),
+    };
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    let feed = crate::FeedTiming {
+        lease: Duration::from_millis(400),
+        ack_timeout: Duration::from_secs(1),
+    };
+    let writer = crate::start_raft_in_process(node, feed, &tasks, &stop, &fatal)
+        .await
+        .expect("start");
+    let crate::replica::Replica::Raft(replica) = &writer.replica else {
+        panic!("an in-process replica runs raft");
+    };
+    assert!(!fatal.is_raised());
+    // Forming the group appends its membership: the core panics there.
+    let members = BTreeMap::from([(node_id(id), BasicNode::new(url))]);
+    let _ = replica.raft().initialize(members).await;
+    let raised = tokio::time::timeout(Duration::from_secs(10), fatal.raised())
+        .await
+        .expect("the watcher stops the replica whose core panicked");
+    assert!(raised.contains("panicked"), "{raised}");
+    assert!(
+        replica.raft().metrics().borrow().running_state.is_ok(),
+        "openraft reported nothing: only the closed metrics channel tells"
+    );
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
 }
