@@ -803,8 +803,7 @@ async fn order_reader(
     let Ok(addr) = frontend.resolve().await else {
         return 0;
     };
-    let mut connection =
-        Connection::new(addr, &frontend, REQUEST_TIMEOUT_DEFAULT);
+    let mut connection = Connection::new(addr, &frontend, REQUEST_TIMEOUT_DEFAULT);
     connection.record_into(history);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0DE5);
     let mut queries = 0;

@@ -1,5 +1,5 @@
 //! The simulator as a test: seeded runs keep every invariant (a small budget here; `.ci/run`
-//! runs a minute of seeds in release), the same seed replays the same run, and a planted bug is
+//! runs a minute of seeds in each mode), the same seed replays the same run, and a planted bug is
 //! found.
 
 use bazaar_sim::{Config, Plant, Profile, run};

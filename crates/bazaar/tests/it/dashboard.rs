@@ -154,7 +154,11 @@ async fn the_page_and_its_files_are_served_on_loopback_with_a_strict_policy() {
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),
     ] {
-        let response = http().get(format!("{base}{path}")).send().await.expect(path);
+        let response = http()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect(path);
         assert_eq!(response.status(), 200, "{path}");
         let content_type = response.headers()["content-type"].to_str().expect("ascii");
         assert!(content_type.starts_with(kind), "{path}: {content_type}");

@@ -83,6 +83,42 @@ async fn a_killed_follower_catches_up_after_restart() {
     assert_converged(&system, &traded).await;
 }
 
+/// The log position a replica reports.
+async fn position_of(system: &System, id: u8) -> u64 {
+    let (_, status) = system.replica(id).get("/health").await;
+    status["data"]["position"].as_u64().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_follower_far_behind_catches_up_in_full_batches() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut system = System::start().await;
+    let pid = system
+        .cluster()
+        .records()
+        .into_iter()
+        .find(|r| r.role == Role::Order && r.id == Some(1))
+        .map(|r| Pid::from_raw(i32::try_from(r.pid).expect("a pid")))
+        .expect("replica 1 runs");
+    let traders = Traders::start(&system.api(), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = position_of(&system, 3).await;
+    phase!("pause follower 1 (SIGSTOP) until the leader is more than two append batches ahead");
+    kill(pid, Signal::SIGSTOP).expect("stop");
+    crate::support::wait_until(
+        "the leader is 1,200 entries ahead of the paused follower",
+        Duration::from_secs(120),
+        || async { position_of(&system, 3).await >= before + 1200 },
+    )
+    .await;
+    phase!("continue it: it is still a follower, so the leader catches it up batch by batch");
+    kill(pid, Signal::SIGCONT).expect("continue");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let traded = traders.stop().await;
+    assert_converged(&system, &traded).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_leader_rejoins_as_a_follower() {
     let mut system = System::start().await;

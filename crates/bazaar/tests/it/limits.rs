@@ -79,9 +79,13 @@ async fn half_open_connections_do_not_starve_a_service_with_few_descriptors() {
 
     phase!("normal requests are still served");
     let started = Instant::now();
-    wait_until("a normal request is answered", Duration::from_secs(20), || async {
-        matches!(api.try_get("/health").await, Some((200, body)) if body["data"]["id"] == 1)
-    })
+    wait_until(
+        "a normal request is answered",
+        Duration::from_secs(20),
+        || async {
+            matches!(api.try_get("/health").await, Some((200, body)) if body["data"]["id"] == 1)
+        },
+    )
     .await;
     phase!("served after {:?}", started.elapsed());
 

@@ -323,7 +323,16 @@ async fn a_whole_cluster_runs_on_tls_and_trades() {
     let load = std::process::Command::new(crate::support::exe())
         .args(["client", "--frontend", &api.base, "--tls-ca"])
         .arg(&ca)
-        .args(["--clients", "2", "--iterations", "20", "--p", "0.5", "--seed", "1"])
+        .args([
+            "--clients",
+            "2",
+            "--iterations",
+            "20",
+            "--p",
+            "0.5",
+            "--seed",
+            "1",
+        ])
         .output()
         .expect("bazaar client runs");
     assert!(
@@ -333,10 +342,21 @@ async fn a_whole_cluster_runs_on_tls_and_trades() {
         String::from_utf8_lossy(&load.stderr)
     );
     let untrusting = std::process::Command::new(crate::support::exe())
-        .args(["client", "--frontend", &api.base, "--clients", "1", "--iterations", "1"])
+        .args([
+            "client",
+            "--frontend",
+            &api.base,
+            "--clients",
+            "1",
+            "--iterations",
+            "1",
+        ])
         .output()
         .expect("bazaar client runs");
-    assert!(!untrusting.status.success(), "a client without the CA must fail");
+    assert!(
+        !untrusting.status.success(),
+        "a client without the CA must fail"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

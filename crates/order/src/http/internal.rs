@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bazaar_api::feed::FeedQuery;
@@ -22,6 +22,7 @@ use bazaar_service::{ApiError, Json, Query};
 use tracing::Instrument;
 
 use super::{AppState, PrimaryBackupRoute};
+
 use crate::error::{Error, Result};
 use crate::primary_backup::core::BATCH_LEN_MAX;
 use crate::release::FOLLOW_WAIT_MAX;
@@ -30,7 +31,10 @@ use crate::release::feed::Authority;
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/internal/leader", post(leader_notice))
-        .route("/internal/append", post(replica_append))
+        .route(
+            "/internal/append",
+            post(replica_append).layer(DefaultBodyLimit::max(super::REPLICATION_BODY_LEN_MAX)),
+        )
         .route("/internal/status", post(peer_status))
         .route("/internal/log/entries", get(entries_page))
         .route("/internal/log", get(log_follow))

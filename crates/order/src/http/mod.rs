@@ -3,6 +3,14 @@
 //! leader selection, and [`raft`] for the Raft nodes. Every value is checked here, before it
 //! reaches the replica.
 
+/// Largest replication message accepted (primary-backup appends, Raft appends and snapshot
+/// chunks). A primary-backup append carries up to `BATCH_LEN_MAX` (512) entries of up to a few
+/// hundred bytes each, or a genesis of up to 10,000 stocks; openraft's carry 300 entries or a
+/// snapshot chunk, which JSON writes as up to four characters a byte. The shared 64 KiB limit
+/// of the other routes would refuse a follower that is more than a few hundred entries behind,
+/// and it would then never catch up.
+pub const REPLICATION_BODY_LEN_MAX: usize = 8 * 1024 * 1024;
+
 pub mod internal;
 pub mod public;
 pub mod raft;

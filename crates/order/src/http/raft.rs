@@ -18,12 +18,6 @@ use crate::error::Error;
 use crate::primary_backup::core::{EPOCH_MAX, EPOCH_STEP_MAX};
 use crate::raft::types::{NodeId, TypeConfig, Vote};
 
-/// Largest Raft message accepted. Appends carry at most openraft's `max_payload_entries` (300)
-/// orders of a few hundred bytes each, and snapshot chunks are
-/// [`crate::raft::SNAPSHOT_CHUNK_LEN`] bytes, which JSON writes as up to four characters a byte;
-/// the shared 64 KiB limit of the public routes would refuse both.
-pub const RAFT_BODY_LEN_MAX: usize = 8 * 1024 * 1024;
-
 type Reply<T, E = openraft::error::Infallible> = Json<Data<Result<T, RaftError<NodeId, E>>>>;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -31,7 +25,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/internal/raft/append", post(raft_append))
         .route("/internal/raft/vote", post(raft_vote))
         .route("/internal/raft/snapshot", post(raft_snapshot))
-        .layer(DefaultBodyLimit::max(RAFT_BODY_LEN_MAX))
+        .layer(DefaultBodyLimit::max(super::REPLICATION_BODY_LEN_MAX))
 }
 
 /// Largest log index a message may name: what the store's signed integers hold.

@@ -468,6 +468,11 @@ impl Runner {
                 self.tasks.spawn(
                     async move {
                         let reply = peer.append(&append).await.map_err(peer_error);
+                        if let Err(PeerError::Refused(why)) = &reply {
+                            // Retried with back-off by the core, but a refusal that repeats
+                            // keeps a follower behind for good: say why.
+                            tracing::warn!(follower = %to, first = ?append.entries.first().map(|e| e.index), entries = append.entries.len(), %why, "a follower refused an append");
+                        }
                         let _ = events.send(Event::AppendReplied {
                             from: to,
                             request,
