@@ -306,7 +306,7 @@ impl Feed {
                     }
                 }
                 frame = stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<FeedReply>(&text) {
+                    Some(Ok(Message::Text(text))) => match bazaar_api::json::from_slice::<FeedReply>(text.as_bytes()) {
                         Ok(FeedReply::Ack { seq }) => {
                             if let Some(acked) = pending.remove(&seq) {
                                 let _ = acked.send(());
