@@ -106,6 +106,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// Starts tried when a freely chosen port is taken between the choice and the bind.
+const PORT_RACE_ATTEMPTS: u32 = 3;
+
 impl Cluster {
     /// Starts catalog and order replicas, waits until they serve, starts the front-end, waits
     /// until it has chosen a leader, and writes `cluster.json`.
@@ -114,6 +117,28 @@ impl Cluster {
     /// A child could not start or did not become ready in [`START_DEADLINE`]; the children
     /// already started are killed.
     pub async fn start(spec: ClusterSpec) -> Result<Self> {
+        // With base port 0 the ports are chosen free here and bound by the services a moment
+        // later; another process (a parallel test, another `up`) may take one in between. Such
+        // a start is tried again with new ports on the same data directory (the services of
+        // the failed attempt are killed when it is dropped, and what they wrote belongs to
+        // the same cluster). Any other failure, or a fixed base port, is reported at once.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(spec.clone()).await {
+                Err(e)
+                    if spec.base_port == 0
+                        && attempt < PORT_RACE_ATTEMPTS
+                        && e.to_string().contains("Address already in use") =>
+                {
+                    tracing::warn!(attempt, error = %e, "a chosen port was taken meanwhile; choosing new ports");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(spec: ClusterSpec) -> Result<Self> {
         let services = spec.services()?;
         let auth = security::client_auth(&spec.key_file(), spec.tls_ca().as_deref())?;
         let mut cluster = Self {
