@@ -237,6 +237,17 @@ async fn chaos_passes_on_a_healthy_system_and_catches_a_tampered_database() {
     assert_eq!(report["load"]["mismatches"], 0);
     assert!(report["load"]["orders_recorded"].as_u64() > Some(0));
 
+    // A directory that already holds a system is refused before anything starts.
+    let again = args(&healthy);
+    let refs: Vec<&str> = again.iter().map(String::as_str).collect();
+    let output = bazaar(&refs).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stderr).contains("already holds a system; chaos needs a fresh directory"),
+        "{}",
+        text(&output.stderr)
+    );
+
     let tampered = dir.path().join("tampered");
     let mut tampered_args = args(&tampered);
     tampered_args.push("--sabotage".into());

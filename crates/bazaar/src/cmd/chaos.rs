@@ -61,26 +61,8 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Runtime(anyhow!("cannot find the bazaar executable: {e}")))?;
-    let (data_dir, temporary) = match &args.data_dir {
-        Some(dir) => {
-            if dir.join("cluster.json").exists() {
-                return Err(Failure::Config(anyhow!(
-                    "--data-dir {} already holds a system; chaos needs a fresh directory",
-                    dir.display()
-                )));
-            }
-            (dir.clone(), None)
-        }
-        None => {
-            let dir = tempfile::Builder::new()
-                .prefix("bazaar-chaos-")
-                .tempdir()
-                .map_err(|e| {
-                    Failure::Runtime(anyhow!("cannot create a temporary directory: {e}"))
-                })?;
-            (dir.path().to_owned(), Some(dir))
-        }
-    };
+    let dir = super::ExperimentDir::new(args.data_dir.as_deref(), "chaos")?;
+    let data_dir = dir.path.clone();
     let config = ChaosConfig {
         exe,
         data_dir: data_dir.clone(),
@@ -106,14 +88,5 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         std::fs::write(path, text + "\n")
             .map_err(|e| Failure::Runtime(anyhow!("cannot write {}: {e}", path.display())))?;
     }
-    if report.ok() {
-        drop(temporary);
-        Ok(())
-    } else {
-        if let Some(dir) = temporary {
-            let kept = dir.keep();
-            out!("data kept for inspection: {}", kept.display());
-        }
-        Err(Failure::Check)
-    }
+    dir.finish(report.ok())
 }

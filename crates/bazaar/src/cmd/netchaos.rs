@@ -61,26 +61,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let faults = FaultKind::parse_list(&args.faults).map_err(|e| Failure::Config(anyhow!(e)))?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Runtime(anyhow!("cannot find the bazaar executable: {e}")))?;
-    let (data_dir, temporary) = match &args.data_dir {
-        Some(dir) => {
-            if dir.join("cluster.json").exists() {
-                return Err(Failure::Config(anyhow!(
-                    "--data-dir {} already holds a system; netchaos needs a fresh directory",
-                    dir.display()
-                )));
-            }
-            (dir.clone(), None)
-        }
-        None => {
-            let dir = tempfile::Builder::new()
-                .prefix("bazaar-netchaos-")
-                .tempdir()
-                .map_err(|e| {
-                    Failure::Runtime(anyhow!("cannot create a temporary directory: {e}"))
-                })?;
-            (dir.path().to_owned(), Some(dir))
-        }
-    };
+    let dir = super::ExperimentDir::new(args.data_dir.as_deref(), "netchaos")?;
+    let data_dir = dir.path.clone();
     let config = NetChaosConfig {
         exe,
         data_dir: data_dir.clone(),
@@ -101,19 +83,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Runtime(anyhow!("the experiment failed: {e}")))?
         .map_err(failure)?;
-    println!("{report}");
+    out!("{report}");
     let path = data_dir.join("report.json");
     let text = serde_json::to_string_pretty(&report).expect("reports always serialise");
     std::fs::write(&path, text + "\n")
         .map_err(|e| Failure::Runtime(anyhow!("cannot write {}: {e}", path.display())))?;
-    if report.ok() {
-        drop(temporary);
-        Ok(())
-    } else {
-        if let Some(dir) = temporary {
-            let kept = dir.keep();
-            println!("data kept for inspection: {}", kept.display());
-        }
-        Err(Failure::Check)
-    }
+    dir.finish(report.ok())
 }
