@@ -5,7 +5,7 @@
 //!
 //! Invariant, asserted on every insert: numbers are dense from 0.
 
-use bazaar_api::log::LogIndex;
+use bazaar_api::log::{LogIndex, TradeCommand};
 use bazaar_api::{Epoch, Order, Price, RequestId, StockState, TradeType, TxnNumber, Version};
 use bazaar_ledger::StockRecord;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -62,6 +62,28 @@ pub struct OrderRow {
 }
 
 impl OrderRow {
+    /// The order a successful trade made: numbered `number` by the log entry at `log_index` of
+    /// `epoch` (raft: term), stored at `created_ms`.
+    #[must_use]
+    pub fn of_trade(
+        number: TxnNumber,
+        trade: &TradeCommand,
+        log_index: LogIndex,
+        epoch: Epoch,
+        created_ms: u64,
+    ) -> Self {
+        Self {
+            number,
+            request_id: trade.request_id,
+            name: trade.name.clone(),
+            kind: trade.kind,
+            quantity: trade.quantity,
+            log_index,
+            epoch,
+            created_ms,
+        }
+    }
+
     /// As the public API shows it.
     #[must_use]
     pub fn to_order(&self) -> Order {

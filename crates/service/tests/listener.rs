@@ -190,6 +190,14 @@ async fn hypers_own_errors_and_early_refusals_use_the_envelope() {
     .await;
     assert_envelope(&over_route, 413);
     assert!(started.elapsed() < Duration::from_millis(500), "early");
+    // The body was never read, so the connection cannot carry another request: the reply
+    // says so, or a pooled client would send its next request into a closing connection.
+    assert!(
+        over_route
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{over_route}"
+    );
     // A route that raised its limit takes the same length.
     let text = "x".repeat(99_998);
     let body = format!("\"{text}\"");

@@ -412,16 +412,7 @@ fn append(
         {
             orders::insert(
                 db_tx,
-                &OrderRow {
-                    number: *number,
-                    request_id: trade.request_id,
-                    name: trade.name.clone(),
-                    kind: trade.kind,
-                    quantity: trade.quantity,
-                    log_index: entry.index,
-                    epoch: entry.epoch,
-                    created_ms: now,
-                },
+                &OrderRow::of_trade(*number, trade, entry.index, entry.epoch, now),
             )?;
         }
     }

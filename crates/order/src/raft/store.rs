@@ -751,16 +751,13 @@ fn apply(
             if let (Outcome::Traded(number), Some(trade)) = (outcome, command.trade()) {
                 orders::insert(
                     db_tx,
-                    &OrderRow {
-                        number: *number,
-                        request_id: trade.request_id,
-                        name: trade.name.clone(),
-                        kind: trade.kind,
-                        quantity: trade.quantity,
-                        log_index: index,
-                        epoch: Epoch(entry.log_id.leader_id.term),
-                        created_ms: now,
-                    },
+                    &OrderRow::of_trade(
+                        *number,
+                        trade,
+                        index,
+                        Epoch(entry.log_id.leader_id.term),
+                        now,
+                    ),
                 )?;
             }
         }
